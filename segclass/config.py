@@ -1,0 +1,105 @@
+"""Configuration objects: frozen dataclasses passed in explicitly, never globals.
+
+A `TrainConfig` fully determines a trial: together with the dataset it fixes the
+patch subsets, the initial weights and every batch. It is stored in each
+checkpoint (as a plain dict) so that a resumed run rebuilds exactly what it had.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from segclass.errors import ConfigError
+
+#: Modes of the segmentation study (paper 3.3) and the classification study.
+SEGMENTATION_MODES = ("S", "S+C", "S+C*")
+CLASSIFICATION_MODES = ("S2+C2", "S2+C2*", "S2*+C2")
+MODES = SEGMENTATION_MODES + CLASSIFICATION_MODES
+
+#: `paper`: heads as the paper describes them. `released-code`: what the authors'
+#: released code does (max-pooled class logits, pixel loss on constant masks).
+VARIANTS = ("paper", "released-code")
+
+#: `paper`: an epoch is one pass over the trial's own patches (as published).
+#: `equal`: every trial of a dataset runs the same number of iterations per epoch.
+BUDGETS = ("paper", "equal")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the network; everything else about it is fixed by the paper."""
+
+    num_classes: int  # C: output channels of the segmentation head
+    variant: str = "paper"  # which classification path, see VARIANTS
+    cls_hidden: int = 8  # width of the classification head's bottleneck (Table A.3)
+    seg_hidden: int = 64  # width of the segmentation head's 3x3 conv (Table A.2)
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
+        _check_choice("variant", self.variant, VARIANTS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One trial: a grid point plus the optimisation settings of paper 2.3."""
+
+    dataset: str = "synthetic"  # dataset name (synthetic, folder, ...)
+    mode: str = "S+C"  # which patch kinds and how many, see MODES
+    seg_fraction: float = 0.05  # s as a fraction (0.05 = 5%); segmentation study
+    cls_fraction: float = 0.0  # c as a fraction; classification study only
+    seed: int = 1  # fixes subsets, initial weights, batches and augmentation
+    variant: str = "paper"  # see VARIANTS
+    budget: str = "paper"  # see BUDGETS
+    epochs: int = 5  # the paper trains 100; the CPU default is small
+    batch_size: int = 20  # per patch kind, per iteration (paper 2.3)
+    lr: float = 1e-4  # Adam learning rate (paper 2.3)
+    beta1: float = 0.9  # Adam beta1
+    beta2: float = 0.999  # Adam beta2
+    eval_stride: int = 64  # sliding-window stride for whole-image evaluation (patch 128)
+    patch_size: int = 128  # training patch side in pixels (paper App. B)
+    augment: bool = True  # random 90-degree rotations + mild colour jitter
+    pretrained: str | None = None  # local torchvision resnet18 state dict, or None
+    holdout_seed: int = 0  # fixes the classification-study held-out half, same for all trials
+
+    def __post_init__(self) -> None:
+        _check_choice("mode", self.mode, MODES)
+        _check_choice("variant", self.variant, VARIANTS)
+        _check_choice("budget", self.budget, BUDGETS)
+        for name in ("seg_fraction", "cls_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be a fraction in [0, 1], got {value}")
+        if self.mode in CLASSIFICATION_MODES and self.cls_fraction > 0.5:
+            raise ConfigError(
+                f"cls_fraction is at most 0.5 in the classification study "
+                f"(half the classification patches are held out), got {self.cls_fraction}"
+            )
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError("epochs must be >= 1 and batch_size >= 2 (BatchNorm needs 2)")
+
+    @property
+    def study(self) -> str:
+        """`segmentation` or `classification`, from the mode."""
+        return "classification" if self.mode in CLASSIFICATION_MODES else "segmentation"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")

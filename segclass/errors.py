@@ -1,0 +1,31 @@
+"""Named exceptions for bad input.
+
+Every message names the offending file (or value) and says what to do about it,
+so a user several layers above the failure can act without reading a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SegclassError(Exception):
+    """Base class of all errors segclass raises on purpose."""
+
+
+class PretrainedWeightsError(SegclassError):
+    """A pretrained-weights file is missing, unreadable or does not fit the encoder."""
+
+
+class CheckpointError(SegclassError):
+    """A training checkpoint is missing, corrupt or belongs to another configuration."""
+
+
+class DatasetError(SegclassError):
+    """A dataset folder is missing files, or holds masks or labels that make no sense."""
+
+
+class TrainingError(SegclassError):
+    """Training cannot go on (for example the loss became NaN)."""
+
+
+class ConfigError(SegclassError, ValueError):
+    """A configuration value is out of range or names something that does not exist."""

@@ -1,0 +1,74 @@
+"""Thin model class wiring encoder -> segmentation head -> classification head."""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segclass.config import ModelConfig
+from segclass.model.encoder import ResNet18Encoder, load_pretrained_encoder
+from segclass.model.heads import ClassificationHead, MaxPoolClassificationHead, SegmentationHead
+
+log = logging.getLogger(__name__)
+
+
+class ModelOutput(NamedTuple):
+    mask_logits: torch.Tensor  # N x C x H x W, nearest-upsampled to the input size
+    lowres_logits: torch.Tensor  # N x C x H/8 x W/8
+    class_logits: torch.Tensor  # N x C
+
+
+class SegClassNet(nn.Module):
+    """The network of paper Fig. 1 in either variant (see `segclass.config.VARIANTS`)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ResNet18Encoder()
+        self.seg_head = SegmentationHead(self.encoder.out_channels, config.num_classes, config.seg_hidden)
+        if config.variant == "paper":
+            self.cls_head: nn.Module = ClassificationHead(config.num_classes, config.cls_hidden)
+        else:
+            self.cls_head = MaxPoolClassificationHead()
+
+    def forward_segmentation(self, images: torch.Tensor) -> torch.Tensor:
+        """Low-resolution segmentation logits; the path shared by both training steps."""
+        return self.seg_head(self.encoder(images))
+
+    def forward_masks(self, images: torch.Tensor) -> torch.Tensor:
+        """Mask logits at the input size, without touching the classification head.
+
+        Step 1 of training and inference use this: the classification head's
+        BatchNorm statistics should only ever see classification patches.
+        """
+        return upsample_to(self.forward_segmentation(images), images)
+
+    def forward(self, images: torch.Tensor) -> ModelOutput:
+        lowres = self.forward_segmentation(images)
+        return ModelOutput(upsample_to(lowres, images), lowres, self.cls_head(lowres))
+
+
+def upsample_to(lowres: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Nearest interpolation of low-resolution logits to the input size (Table A.2)."""
+    return F.interpolate(lowres, size=images.shape[-2:], mode="nearest")
+
+
+def build_model(config: ModelConfig, pretrained: str | None = None) -> SegClassNet:
+    """Build the network, loading encoder weights from a local file when one is named.
+
+    Without a file the encoder starts from random initialisation; the paper used
+    ImageNet weights, so this is said loudly rather than silently.
+    """
+    model = SegClassNet(config)
+    if pretrained:
+        load_pretrained_encoder(model.encoder, pretrained)
+    else:
+        log.warning(
+            "no --pretrained file given: the ResNet-18 encoder starts from RANDOM weights "
+            "(the paper used ImageNet weights; pass a local torchvision resnet18 state dict)"
+        )
+    return model

@@ -1,0 +1,1 @@
+"""Preprocessing, one small module per concept (paper App. B)."""

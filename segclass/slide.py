@@ -1,0 +1,151 @@
+"""Reading whole-slide images and plain images at a chosen magnification.
+
+Slides are read with OpenSlide at the level chosen from the slide's own
+metadata (objective power, else microns per pixel with 10 um/px = 1x), never
+from a hard-coded level index: scanners store different pyramids. Plain images
+(PNG, JPEG, non-pyramidal TIFF) go through PIL at their native resolution or a
+given scale factor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segclass.errors import DatasetError
+
+#: Microns per pixel times magnification: 40x ~ 0.25 um/px, so 1x ~ 10 um/px.
+MICRONS_AT_1X = 10.0
+PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+class SlideError(DatasetError):
+    """A slide cannot be opened or lacks the metadata needed to pick a magnification."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """Pixels plus how they relate to the file's level 0."""
+
+    rgb: np.ndarray  # H x W x 3 uint8
+    downsample: float  # level-0 pixels per returned pixel
+    level0_size: tuple[int, int]  # (width, height) of level 0
+    mpp: float | None  # microns per returned pixel, when known
+
+
+def is_slide(path: str | Path) -> bool:
+    """True when OpenSlide recognises the file (pyramidal TIFF, SVS, NDPI, ...)."""
+    path = Path(path)
+    if path.suffix.lower() in PLAIN_SUFFIXES:
+        return False
+    import openslide
+
+    try:
+        return openslide.OpenSlide.detect_format(str(path)) is not None
+    except openslide.OpenSlideError:
+        return False
+
+
+def slide_magnification(properties: dict[str, str], path: str | Path) -> float:
+    """Level-0 magnification of a slide from its properties."""
+    power = properties.get("openslide.objective-power")
+    if power:
+        try:
+            return float(power)
+        except ValueError:
+            pass
+    mpp = properties.get("openslide.mpp-x")
+    if mpp:
+        try:
+            return MICRONS_AT_1X / float(mpp)
+        except (ValueError, ZeroDivisionError):
+            pass
+    raise SlideError(
+        f"{path} has neither an objective power nor microns per pixel in its metadata, so its "
+        "magnification is unknown; give the scale by hand (--scale) or convert the slide with "
+        "resolution tags"
+    )
+
+
+def read_image(path: str | Path, magnification: float = 1.25, scale: float | None = None) -> LoadedImage:
+    """Read a whole slide at `magnification`, or a plain image at `scale` (default 1).
+
+    For a slide, `scale` (output pixels per level-0 pixel) overrides the metadata,
+    which is how slides without resolution tags can still be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SlideError(f"image file {path} does not exist")
+    if is_slide(path):
+        return _read_slide(path, magnification, scale)
+    return _read_plain(path, scale or 1.0)
+
+
+def _read_slide(path: Path, magnification: float, scale: float | None) -> LoadedImage:
+    import openslide
+
+    try:
+        slide = openslide.OpenSlide(str(path))
+    except openslide.OpenSlideError as exc:
+        raise SlideError(f"OpenSlide cannot read {path}: {exc}; the file may be truncated or corrupt") from exc
+    with slide:
+        properties = dict(slide.properties)
+        downsample = 1.0 / scale if scale else slide_magnification(properties, path) / magnification
+        width0, height0 = slide.dimensions
+        target = (max(1, round(width0 / downsample)), max(1, round(height0 / downsample)))
+        level = slide.get_best_level_for_downsample(downsample)
+        try:
+            region = slide.read_region((0, 0), level, slide.level_dimensions[level])
+        except openslide.OpenSlideError as exc:
+            raise SlideError(f"OpenSlide failed reading level {level} of {path}: {exc}") from exc
+    rgb = _flatten_alpha(region)
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.LANCZOS)
+    mpp = properties.get("openslide.mpp-x")
+    return LoadedImage(
+        np.asarray(rgb), downsample, (width0, height0), float(mpp) * downsample if mpp else None
+    )
+
+
+def _read_plain(path: Path, scale: float) -> LoadedImage:
+    # Histology photos are legitimately huge; PIL's bomb guard is meant for web uploads.
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 2_000_000_000)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = _flatten_alpha(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise SlideError(f"cannot read image {path}: {exc}") from exc
+    size0 = rgb.size
+    if scale != 1.0:
+        rgb = rgb.resize((max(1, round(size0[0] * scale)), max(1, round(size0[1] * scale))), Image.LANCZOS)
+    return LoadedImage(np.asarray(rgb), 1.0 / scale, size0, None)
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """RGBA (OpenSlide's transparent background) -> RGB on white."""
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.split()[-1])
+        return background
+    return image.convert("RGB")
+
+
+def read_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """Read a class-id mask and resize it (nearest) to `size` = (width, height)."""
+    path = Path(path)
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 2_000_000_000)
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "P", "I", "I;16", "1"):
+                raise SlideError(
+                    f"mask {path} has mode {image.mode}; masks must be single-channel images of class ids"
+                )
+            mask = image if image.size == size else image.resize(size, Image.NEAREST)
+            return np.asarray(mask).astype(np.uint8)
+    except OSError as exc:
+        raise SlideError(f"cannot read mask {path}: {exc}") from exc

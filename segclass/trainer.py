@@ -1,0 +1,291 @@
+"""The two-step trainer of paper 2.2-2.3, readable top to bottom.
+
+Each iteration takes one batch of segmentation patches and one batch of
+classification patches. Step 1: segmentation patches -> encoder -> segmentation
+head -> weighted pixel cross-entropy against the mask. Step 2: classification
+patches -> encoder -> segmentation head -> classification head -> cross-entropy
+against the label. One Adam step on the sum. A trial without one kind of patch
+uses the other loss alone.
+
+The trainer knows nothing of Ray or MLflow: it takes a config and a dataset,
+writes a checkpoint each epoch into `run_dir`, and calls `on_epoch(metrics)`.
+The one-trial CLI, the tests and the Tune trainable all drive it the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import segclass
+from segclass.augment import augment, normalize, to_input
+from segclass.checkpoint import FILENAME, load_checkpoint, save_checkpoint
+from segclass.config import ModelConfig, TrainConfig
+from segclass.data.arrays import DatasetArrays
+from segclass.errors import CheckpointError, TrainingError
+from segclass.evaluation import evaluate_images, evaluate_patches
+from segclass.losses import class_weights, weighted_pixel_loss
+from segclass.model import SegClassNet, build_model
+from segclass.subsets import TrialPatches, select_trial_patches
+
+log = logging.getLogger(__name__)
+
+#: Config fields a resumed run may change; anything else must match the checkpoint.
+_RESUMABLE_CHANGES = {"epochs"}
+
+
+# ---------------------------------------------------------------------------
+# small pure helpers
+# ---------------------------------------------------------------------------
+def iterations_per_epoch(config: TrainConfig, trial: TrialPatches, seg_total: int) -> int:
+    """Iterations in one epoch under the trial's training budget (SPEC "Training budget").
+
+    `paper`: one pass over the trial's own patches, ceil(N_trial / (B x kinds)).
+    `equal`: ceil(N_dataset / (2 B)) for every trial of the dataset, so modes and
+    fractions are compared at equal compute.
+    """
+    kinds = int(len(trial.seg) > 0) + int(len(trial.cls) > 0)
+    if kinds == 0:
+        return 0
+    if config.budget == "paper":
+        return math.ceil((len(trial.seg) + len(trial.cls)) / (config.batch_size * kinds))
+    return math.ceil((seg_total + trial.cls_pool) / (2 * config.batch_size))
+
+
+def trial_class_weights(config: TrainConfig, data: DatasetArrays, trial: TrialPatches) -> np.ndarray:
+    """Class weights from the pixel labels this trial trains on.
+
+    With variant `released-code` the classification patches' constant masks are
+    training masks too, so their pixels count.
+    """
+    counts = np.bincount(data.seg_masks[trial.seg].ravel(), minlength=data.num_classes).astype(np.float64)
+    if config.variant == "released-code" and len(trial.cls):
+        pixels = config.patch_size * config.patch_size
+        counts += np.bincount(data.cls_labels[trial.cls], minlength=data.num_classes) * pixels
+    return class_weights(counts[: data.num_classes])
+
+
+class IndexCycler:
+    """Endless batches of indices: one shuffled pass after another (SPEC: "cycled, reshuffled")."""
+
+    def __init__(self, indices: np.ndarray, rng: np.random.Generator) -> None:
+        self.indices, self.rng = np.asarray(indices), rng
+        self.order, self.position = self.rng.permutation(self.indices), 0
+
+    def take(self, count: int) -> np.ndarray:
+        out = []
+        while count > 0:
+            if self.position == len(self.order):
+                self.order, self.position = self.rng.permutation(self.indices), 0
+            step = min(count, len(self.order) - self.position)
+            out.append(self.order[self.position : self.position + step])
+            self.position += step
+            count -= step
+        return np.concatenate(out)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
+    """Batch order and augmentation for one epoch, a function of (seed, epoch) only."""
+    torch_generator = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, 1]).integers(2**62)))
+    return np.random.default_rng([seed, epoch, 0]), torch_generator
+
+
+def _as_batch(images: np.ndarray, indices: np.ndarray) -> torch.Tensor:
+    return to_input(torch.from_numpy(images[indices]))  # fancy indexing copies: writable
+
+
+# ---------------------------------------------------------------------------
+# one epoch of training
+# ---------------------------------------------------------------------------
+def train_one_epoch(
+    model: SegClassNet, optimizer: torch.optim.Optimizer, config: TrainConfig, data: DatasetArrays,
+    trial: TrialPatches, weights: torch.Tensor, iterations: int, epoch: int, device: torch.device,
+) -> dict[str, float]:
+    rng, generator = _epoch_generators(config.seed, epoch)
+    seg_stream = IndexCycler(trial.seg, rng) if len(trial.seg) else None
+    cls_stream = IndexCycler(trial.cls, rng) if len(trial.cls) else None
+    sums = {"loss": 0.0, "loss_seg": 0.0, "loss_cls": 0.0, "loss_cls_pixel": 0.0}
+    images_seen = 0
+    model.train()
+    for iteration in range(iterations):
+        terms: dict[str, torch.Tensor] = {}
+        if seg_stream is not None:  # step 1: pixel-labelled patches, no classification head
+            index = seg_stream.take(config.batch_size)
+            images = _as_batch(data.seg_images, index)
+            masks = torch.from_numpy(data.seg_masks[index]).long()
+            if config.augment:
+                images, masks = augment(images, masks, generator)
+            mask_logits = model.forward_masks(normalize(images).to(device))
+            terms["loss_seg"] = weighted_pixel_loss(mask_logits, masks.to(device), weights)
+            images_seen += len(index)
+        if cls_stream is not None:  # step 2: image-labelled patches through the segmentation path
+            index = cls_stream.take(config.batch_size)
+            images = _as_batch(data.cls_images, index)
+            if config.augment:
+                images, _ = augment(images, None, generator)
+            labels = torch.from_numpy(data.cls_labels[index]).long().to(device)
+            output = model(normalize(images).to(device))
+            terms["loss_cls"] = F.cross_entropy(output.class_logits, labels)
+            if config.variant == "released-code":  # the released code also fits a constant mask
+                constant = labels.view(-1, 1, 1).expand(-1, *output.mask_logits.shape[-2:])
+                terms["loss_cls_pixel"] = weighted_pixel_loss(output.mask_logits, constant, weights)
+            images_seen += len(index)
+        loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at epoch {epoch + 1}, iteration {iteration + 1} "
+                f"({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())}); "
+                "lower --lr or check the input patches for corrupt values"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums["loss"] += loss.item()
+        for key, value in terms.items():
+            sums[key] += value.item()
+    count = max(1, iterations)
+    result = {f"train_{key}": value / count for key, value in sums.items()}
+    result["train_images"] = float(images_seen)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# the whole trial
+# ---------------------------------------------------------------------------
+def train(
+    config: TrainConfig,
+    data: DatasetArrays,
+    run_dir: str | Path | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train one trial and return its final report (test metrics, sizes, timing).
+
+    With `run_dir`, a checkpoint is written there after every epoch and an
+    existing one is resumed from, so an interrupted trial ends with exactly the
+    weights of an uninterrupted one.
+    """
+    data.validate()
+    target = pick_device(device)
+    trial = select_trial_patches(config, data.seg_labels, data.cls_labels)
+    iterations = iterations_per_epoch(config, trial, len(data.seg_labels))
+    weights = torch.tensor(trial_class_weights(config, data, trial), dtype=torch.float32, device=target)
+    model_config = ModelConfig(num_classes=data.num_classes, variant=config.variant)
+    with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's RNG
+        torch.manual_seed(config.seed)
+        model = build_model(model_config, config.pretrained).to(target)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    log.info(
+        "trial %s mode=%s s=%g c=%g seed=%d variant=%s budget=%s: %d seg + %d cls patches, %d iterations/epoch on %s",
+        data.name, config.mode, config.seg_fraction, config.cls_fraction, config.seed, config.variant,
+        config.budget, len(trial.seg), len(trial.cls), iterations, target,
+    )
+
+    # resume ------------------------------------------------------------------
+    checkpoint_path = Path(run_dir) / FILENAME if run_dir else None
+    start_epoch, history = 0, []
+    best: dict[str, Any] = {"epoch": -1, "val_macro_f1": -1.0, "model": None}
+    if checkpoint_path and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        _check_same_trial(state, config, checkpoint_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history, best = state["epoch"], state["history"], state["best"]
+        torch.set_rng_state(state["rng_torch"])
+        log.info("resumed from %s after epoch %d", checkpoint_path, start_epoch)
+
+    # the loop ----------------------------------------------------------------
+    def evaluate(prefix: str, images) -> dict[str, Any]:
+        metrics, _ = evaluate_images(
+            model, images, data.num_classes, data.class_names, config.patch_size, config.eval_stride, target, prefix
+        )
+        return metrics
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        metrics = train_one_epoch(model, optimizer, config, data, trial, weights, iterations, epoch, target)
+        train_seconds = time.perf_counter() - started
+        metrics.update(evaluate("val_", data.val))
+        metrics.update(epoch=epoch + 1, train_seconds=train_seconds,
+                       images_per_second=metrics["train_images"] / train_seconds if train_seconds > 0 else 0.0,
+                       epoch_seconds=time.perf_counter() - started)
+        if metrics["val_macro_f1"] > best["val_macro_f1"]:
+            best = {"epoch": epoch + 1, "val_macro_f1": metrics["val_macro_f1"],
+                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        history.append(metrics)
+        if checkpoint_path:
+            save_checkpoint(checkpoint_path, {
+                "config": config.to_dict(), "model_config": dataclasses.asdict(model_config),
+                "class_names": list(data.class_names), "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "best": best, "history": history,
+                "rng_torch": torch.get_rng_state(), "segclass_version": segclass.__version__,
+            })
+        log.info(
+            "epoch %d/%d  loss %.4f (seg %.4f, cls %.4f)  val macro F1 %.3f  paper-micro F1 %.3f  %.1f img/s",
+            epoch + 1, config.epochs, metrics["train_loss"], metrics["train_loss_seg"], metrics["train_loss_cls"],
+            metrics["val_macro_f1"], metrics["val_paper_micro_f1"], metrics["images_per_second"],
+        )
+        if on_epoch:
+            on_epoch(metrics)
+
+    # final report --------------------------------------------------------------
+    report: dict[str, Any] = {
+        **config.to_dict(), "study": config.study, "n_seg_patches": int(len(trial.seg)),
+        "n_cls_patches": int(len(trial.cls)), "iterations_per_epoch": iterations,
+        "class_names": list(data.class_names), "class_weights": weights.cpu().tolist(),
+        "pretrained": config.pretrained or "none (random init)",
+    }
+    report.update(evaluate("test_", data.test))
+    if config.study == "classification":
+        report.update(evaluate_patches(model, data.cls_images[trial.cls_holdout], data.cls_labels[trial.cls_holdout],
+                                       data.num_classes, device=target, prefix="holdout_cls_"))
+    if best["model"] is not None:
+        last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(best["model"])
+        report.update(evaluate("test_best_", data.test))
+        model.load_state_dict(last_state)
+    report["best_epoch"] = best["epoch"]
+    report["val_best_macro_f1"] = best["val_macro_f1"]
+    if history:
+        seconds = sum(h["train_seconds"] for h in history)
+        report["images_per_second"] = sum(h["train_images"] for h in history) / seconds if seconds > 0 else 0.0
+    report["history"] = [{k: v for k, v in h.items() if not k.endswith("confusion_matrix")} for h in history]
+    return report
+
+
+def _check_same_trial(state: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    stored = state.get("config", {})
+    current = config.to_dict()
+    differing = sorted(k for k in current if k not in _RESUMABLE_CHANGES and stored.get(k) != current[k])
+    if differing:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to another trial (differs in {', '.join(differing)}); "
+            "use a fresh run directory or delete the checkpoint"
+        )
+
+
+def load_trained_model(path: str | Path, which: str = "last") -> tuple[SegClassNet, dict[str, Any]]:
+    """Rebuild a model from a checkpoint alone: its config and class names travel with it."""
+    state = load_checkpoint(path)
+    model = SegClassNet(ModelConfig(**state["model_config"]))
+    weights = state["best"]["model"] if which == "best" and state["best"]["model"] is not None else state["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights in {path} do not fit the model its config describes: {exc}") from exc
+    model.eval()
+    return model, state

@@ -1,0 +1,132 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from segclass.checkpoint import FILENAME, load_checkpoint
+from segclass.config import TrainConfig
+from segclass.errors import CheckpointError, TrainingError
+from segclass.subsets import select_trial_patches
+from segclass.trainer import IndexCycler, iterations_per_epoch, load_trained_model, train, trial_class_weights
+
+FAST = dict(batch_size=4, eval_stride=128, epochs=2)
+
+
+def _final_weights(run_dir):
+    return load_checkpoint(run_dir / FILENAME)["model"]
+
+
+def _assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_budgets_iterations_per_epoch(tiny_data):
+    n_seg, n_cls = len(tiny_data.seg_labels), len(tiny_data.cls_labels)
+    for mode, s in (("S", 0.5), ("S+C", 0.5), ("S+C*", 0.25)):
+        paper = TrainConfig(mode=mode, seg_fraction=s, batch_size=4)
+        trial = select_trial_patches(paper, tiny_data.seg_labels, tiny_data.cls_labels)
+        kinds = int(len(trial.seg) > 0) + int(len(trial.cls) > 0)
+        assert iterations_per_epoch(paper, trial, n_seg) == math.ceil((len(trial.seg) + len(trial.cls)) / (4 * kinds))
+        equal = paper.replace(budget="equal")
+        assert iterations_per_epoch(equal, trial, n_seg) == math.ceil((n_seg + n_cls) / 8)
+    empty = TrainConfig(mode="S", seg_fraction=0.0)
+    assert iterations_per_epoch(empty, select_trial_patches(empty, tiny_data.seg_labels, tiny_data.cls_labels), n_seg) == 0
+
+
+def test_index_cycler_reshuffles_each_pass():
+    cycler = IndexCycler(np.arange(3), np.random.default_rng(0))
+    taken = cycler.take(7)
+    assert len(taken) == 7
+    assert sorted(taken[:3]) == [0, 1, 2] and sorted(taken[3:6]) == [0, 1, 2]
+
+
+def test_class_weights_from_trial_masks(tiny_data):
+    config = TrainConfig(mode="S", seg_fraction=1.0)
+    trial = select_trial_patches(config, tiny_data.seg_labels, tiny_data.cls_labels)
+    weights = trial_class_weights(config, tiny_data, trial)
+    counts = np.bincount(tiny_data.seg_masks.ravel(), minlength=4)
+    assert weights.max() == 1.0
+    assert weights[np.argmin(counts)] == 1.0 and weights[np.argmax(counts)] == weights.min()
+    released = TrainConfig(mode="S+C", seg_fraction=0.0, variant="released-code")
+    released_trial = select_trial_patches(released, tiny_data.seg_labels, tiny_data.cls_labels)
+    assert (trial_class_weights(released, tiny_data, released_trial) > 0).all()
+
+
+def test_deterministic_for_a_seed(tiny_data, tmp_path):
+    config = TrainConfig(mode="S+C", seg_fraction=0.5, seed=3, **FAST)
+    a = train(config, tiny_data, tmp_path / "a")
+    b = train(config, tiny_data, tmp_path / "b")
+    _assert_same_state(_final_weights(tmp_path / "a"), _final_weights(tmp_path / "b"))
+    assert a["test_macro_f1"] == b["test_macro_f1"]
+    c = train(config.replace(seed=4), tiny_data, tmp_path / "c")
+    assert not torch.equal(_final_weights(tmp_path / "a")["seg_head.classifier.weight"],
+                           _final_weights(tmp_path / "c")["seg_head.classifier.weight"])
+    assert c["n_seg_patches"] == a["n_seg_patches"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("variant", ["paper", "released-code"])
+def test_resume_after_interruption_equals_uninterrupted(tiny_data, tmp_path, variant):
+    config = TrainConfig(mode="S+C*", seg_fraction=0.5, seed=2, variant=variant, **{**FAST, "epochs": 3})
+    full = train(config, tiny_data, tmp_path / "full")
+
+    def stop_after_first_epoch(metrics):
+        if metrics["epoch"] == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(config, tiny_data, tmp_path / "resumed", on_epoch=stop_after_first_epoch)
+    assert load_checkpoint(tmp_path / "resumed" / FILENAME)["epoch"] == 1
+    epochs_seen = []
+    resumed = train(config, tiny_data, tmp_path / "resumed", on_epoch=lambda m: epochs_seen.append(m["epoch"]))
+    assert epochs_seen == [2, 3]
+    _assert_same_state(_final_weights(tmp_path / "full"), _final_weights(tmp_path / "resumed"))
+    assert resumed["test_macro_f1"] == full["test_macro_f1"]
+    assert [h["val_macro_f1"] for h in resumed["history"]] == [h["val_macro_f1"] for h in full["history"]]
+
+
+def test_finished_run_is_not_retrained_and_other_trial_is_refused(tiny_data, tmp_path):
+    config = TrainConfig(mode="S", seg_fraction=1.0, **{**FAST, "epochs": 1})
+    train(config, tiny_data, tmp_path)
+    calls = []
+    train(config, tiny_data, tmp_path, on_epoch=calls.append)
+    assert calls == []
+    with pytest.raises(CheckpointError, match="checkpoint.pt.*seed"):
+        train(config.replace(seed=9), tiny_data, tmp_path)
+
+
+def test_corrupt_checkpoint_is_named(tiny_data, tmp_path):
+    (tmp_path / FILENAME).write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="checkpoint.pt.*corrupt"):
+        train(TrainConfig(mode="S", seg_fraction=1.0, **FAST), tiny_data, tmp_path)
+
+
+def test_diverging_loss_is_a_clear_error(tiny_data):
+    config = TrainConfig(mode="S", seg_fraction=1.0, lr=1e30, **{**FAST, "epochs": 3})
+    with pytest.raises(TrainingError, match=r"loss became (nan|inf) at epoch \d+, iteration \d+.*lower --lr"):
+        train(config, tiny_data)
+
+
+def test_report_contents_and_model_reload(tiny_data, tmp_path):
+    config = TrainConfig(mode="S2+C2", cls_fraction=0.25, **{**FAST, "epochs": 1})
+    report = train(config, tiny_data, tmp_path)
+    for key in ("test_macro_f1", "test_paper_micro_f1", "test_pixel_accuracy", "test_f1_invasive",
+                "test_best_macro_f1", "holdout_cls_accuracy", "holdout_cls_confusion_matrix", "images_per_second"):
+        assert key in report
+    assert report["study"] == "classification"
+    assert np.sum(report["holdout_cls_confusion_matrix"]) == len(tiny_data.cls_labels) - len(tiny_data.cls_labels) // 2
+    model, state = load_trained_model(tmp_path / FILENAME)
+    assert state["class_names"] == list(tiny_data.class_names)
+    assert model.seg_head.classifier.out_channels == tiny_data.num_classes
+
+
+def test_untrainable_trial_s0_still_reports(tiny_data):
+    report = train(TrainConfig(mode="S", seg_fraction=0.0, **{**FAST, "epochs": 1}), tiny_data)
+    assert report["iterations_per_epoch"] == 0 and report["n_seg_patches"] == 0
+    assert 0.0 <= report["test_macro_f1"] <= 1.0
