@@ -1,0 +1,103 @@
+"""Macenko stain normalization to one reference image (paper 2.3).
+
+The stain-vector estimation itself is torchstain's maintained numpy
+implementation. What this module adds is what a pipeline needs around it:
+images with too little stained tissue to estimate two stain vectors raise a
+named error instead of returning garbage, and `StainNormalizer.normalize_many`
+counts such failures and keeps those images unnormalized, so a build can
+report them rather than skip them silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from segclass.errors import SegclassError
+
+log = logging.getLogger(__name__)
+
+#: Transmitted light intensity and the optical-density floor below which a pixel is glass.
+LIGHT_INTENSITY = 240
+OD_THRESHOLD = 0.15
+#: Fewer stained pixels than this and the two-stain plane is not estimable.
+MIN_TISSUE_PIXELS = 200
+
+
+class StainNormalizationError(SegclassError):
+    """Stain vectors cannot be estimated (too little tissue, degenerate colours)."""
+
+
+def stained_pixel_count(rgb: np.ndarray) -> int:
+    od = -np.log((rgb.reshape(-1, 3).astype(np.float64) + 1) / LIGHT_INTENSITY)
+    return int((~np.any(od < OD_THRESHOLD, axis=1)).sum())
+
+
+@dataclass
+class StainNormalizer:
+    """Fitted once to a reference image, then applied to every image."""
+
+    reference_name: str = ""
+    failures: list[str] = field(default_factory=list)
+    attempts: int = 0
+
+    def __post_init__(self) -> None:
+        from torchstain.numpy.normalizers import NumpyMacenkoNormalizer
+
+        self._macenko = NumpyMacenkoNormalizer()
+        self._fitted = False
+
+    def fit(self, reference: np.ndarray, name: str = "reference") -> "StainNormalizer":
+        self._check(reference, name)
+        with np.errstate(all="raise"):
+            try:
+                self._macenko.fit(reference, Io=LIGHT_INTENSITY, beta=OD_THRESHOLD)
+            except (FloatingPointError, np.linalg.LinAlgError, ValueError) as exc:
+                raise StainNormalizationError(f"cannot estimate stain vectors of reference {name}: {exc}") from exc
+        self.reference_name, self._fitted = name, True
+        return self
+
+    def normalize(self, rgb: np.ndarray, name: str = "image") -> np.ndarray:
+        """Normalized copy of `rgb`; raises StainNormalizationError when it cannot be done."""
+        if not self._fitted:
+            raise StainNormalizationError("StainNormalizer.fit must be called with a reference image first")
+        self._check(rgb, name)
+        try:
+            with np.errstate(all="raise"):
+                normalized, _, _ = self._macenko.normalize(rgb, Io=LIGHT_INTENSITY, beta=OD_THRESHOLD, stains=False)
+        except (FloatingPointError, np.linalg.LinAlgError, ValueError) as exc:
+            raise StainNormalizationError(f"stain normalization of {name} failed: {exc}") from exc
+        return normalized
+
+    def normalize_many(self, images: np.ndarray, names: list[str] | None = None) -> np.ndarray:
+        """Normalize a stack; images that fail are kept as they are and recorded in `failures`."""
+        out = images.copy()
+        for index, image in enumerate(images):
+            name = names[index] if names else f"#{index}"
+            self.attempts += 1
+            try:
+                out[index] = self.normalize(image, name)
+            except StainNormalizationError as exc:
+                self.failures.append(name)
+                log.debug("%s", exc)
+        return out
+
+    def report(self) -> dict:
+        return {"reference": self.reference_name, "attempts": self.attempts, "failures": len(self.failures),
+                "failed_examples": self.failures[:20]}
+
+    @staticmethod
+    def _check(rgb: np.ndarray, name: str) -> None:
+        if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+            raise StainNormalizationError(f"{name}: expected an H x W x 3 uint8 image, got {rgb.shape} {rgb.dtype}")
+        if stained_pixel_count(rgb) < MIN_TISSUE_PIXELS:
+            raise StainNormalizationError(
+                f"{name}: fewer than {MIN_TISSUE_PIXELS} stained pixels, too little tissue to estimate stain vectors"
+            )
+
+
+def pick_reference(images: list[np.ndarray]) -> int:
+    """Index of the training image with the most stained tissue: a stable reference."""
+    return int(np.argmax([stained_pixel_count(image) for image in images]))
