@@ -1,7 +1,8 @@
-"""Shared fixtures: a tiny synthetic dataset written in the real file formats."""
+"""Shared fixtures: a tiny synthetic dataset written in the real file formats, and its shards."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,14 @@ TINY = SyntheticConfig(seed=3, slide_size=320, train_slides=2, val_slides=1, tes
                        cls_patients=4, cls_per_class=8)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep every test's built data out of the repository's data_cache/."""
+    path = tmp_path_factory.mktemp("data_cache")
+    os.environ["SEGCLASS_DATA_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from segclass.synthetic import generate
@@ -20,7 +29,14 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tiny_root: Path):
-    from segclass.data.folder import load_folder
+def tiny_cache(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from segclass.data import ensure_cache
 
-    return load_folder(tiny_root, name="synthetic")
+    return ensure_cache("synthetic", tiny_root, tmp_path_factory.mktemp("cache") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_cache: Path):
+    from segclass.data.shards import read_cache
+
+    return read_cache(tiny_cache)

@@ -31,6 +31,11 @@ class DatasetArrays:
     cls_labels: np.ndarray  # M int64
     val: tuple[EvalImage, ...] = field(default_factory=tuple)
     test: tuple[EvalImage, ...] = field(default_factory=tuple)
+    # provenance, kept in the shards: source image of each patch and its (top, left)
+    seg_sources: np.ndarray | None = None
+    seg_coords: np.ndarray | None = None
+    cls_sources: np.ndarray | None = None
+    cls_coords: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from segclass.data.arrays import DatasetArrays, EvalImage
+from segclass.data.assemble import assemble, resize_patch
+from segclass.data.extract import PatchTable, extract_centred, split_by_image
 from segclass.errors import DatasetError
-from segclass.preprocess.centered import component_centers, crop_centered
 from segclass.slide import read_image, read_mask
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,14 @@ def image_mask_pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 def load_eval_image(image_path: Path, mask_path: Path, num_classes: int, magnification: float) -> EvalImage:
     image = read_image(image_path, magnification)
+    with Image.open(mask_path) as probe:
+        mask_size = probe.size
+    width0, height0 = image.level0_size
+    if mask_size != (width0, height0) and mask_size != (image.rgb.shape[1], image.rgb.shape[0]):
+        raise DatasetError(
+            f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} but its image {image_path} is {width0}x{height0}; "
+            "masks must have the image's (level-0) size"
+        )
     mask = read_mask(mask_path, (image.rgb.shape[1], image.rgb.shape[0]))
     if mask.size and int(mask.max()) >= num_classes:
         raise DatasetError(
@@ -66,7 +75,7 @@ def load_eval_image(image_path: Path, mask_path: Path, num_classes: int, magnifi
     return EvalImage(image_path.stem, image.rgb, mask)
 
 
-def load_folder(root: str | Path, name: str = "folder", patch_size: int = 128, magnification: float = 1.25) -> DatasetArrays:
+def load_folder_dataset(root: Path, params, report, name: str = "folder") -> DatasetArrays:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
@@ -74,62 +83,46 @@ def load_folder(root: str | Path, name: str = "folder", patch_size: int = 128, m
     c = len(class_names)
 
     def load_split(split: str) -> list[EvalImage]:
-        return [load_eval_image(i, m, c, magnification) for i, m in image_mask_pairs(root / split)]
+        pairs = image_mask_pairs(root / split)
+        return [load_eval_image(i, m, c, params.magnification)
+                for i, m in tqdm(pairs, desc=f"reading {split}/", unit="image", leave=False)]
 
+    if not (root / "seg").is_dir():
+        raise DatasetError(f"{root / 'seg'} is missing; put the images with masks in seg/images and seg/masks")
     train = load_split("seg")
     val = load_split("val") if (root / "val" / "images").is_dir() else []
     test = load_split("test") if (root / "test" / "images").is_dir() else []
     if not val or not test:
         if len(train) < 3:
             raise DatasetError(f"{root}: without val/ and test/ folders, seg/ needs at least 3 images to split")
-        # split by image, never by patch, so no image leaks across splits
-        quarter = max(1, len(train) // 4)
-        val = val or train[-2 * quarter : -quarter]
-        test = test or train[-quarter:]
-        train = train[: -2 * quarter]
+        by_name = {item.name: item for item in train}
+        train_names, val_names, test_names = split_by_image(sorted(by_name), params.split_seed)
+        val = val or [by_name[n] for n in val_names]
+        test = test or [by_name[n] for n in test_names]
+        train = [by_name[n] for n in train_names]
 
-    seg_images, seg_masks, seg_labels = [], [], []
-    for item in train:
-        for center in component_centers(item.mask, patch_size):
-            seg_images.append(crop_centered(item.rgb, center.row, center.col, patch_size, fill=255))
-            seg_masks.append(crop_centered(item.mask, center.row, center.col, patch_size, fill=0))
-            seg_labels.append(center.label)
-    if not seg_images:
-        raise DatasetError(f"{root / 'seg' / 'masks'}: no labelled regions (class ids > 0) in any mask")
-
-    cls_images, cls_labels = [], []
+    seg = extract_centred(train, params, report)
+    cls = PatchTable.empty()
+    cls_root = root / "cls"
     for label, class_name in enumerate(class_names):
-        folder = root / "cls" / class_name
+        folder = cls_root / class_name
         if not folder.is_dir():
-            log.warning("%s is missing: no classification patches of class %s", folder, class_name)
             continue
-        for path in sorted(folder.iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            cls_images.append(_read_patch(path, patch_size))
-            cls_labels.append(label)
-
-    arrays = DatasetArrays(
-        name=name,
-        class_names=class_names,
-        seg_images=np.stack(seg_images),
-        seg_masks=np.stack(seg_masks),
-        seg_labels=np.asarray(seg_labels, dtype=np.int64),
-        cls_images=np.stack(cls_images) if cls_images else np.zeros((0, patch_size, patch_size, 3), np.uint8),
-        cls_labels=np.asarray(cls_labels, dtype=np.int64),
-        val=tuple(val),
-        test=tuple(test),
-    )
-    arrays.validate()
-    return arrays
+        for path in tqdm(sorted(folder.iterdir()), desc=f"cls/{class_name}", unit="patch", leave=False):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                cls.add(_read_patch(path, params.patch_size), None, label, str(path.relative_to(root)), 0, 0)
+    return assemble(name, class_names, seg, cls, val, test, params.patch_size)
 
 
-def _read_patch(path: Path, patch_size: int) -> np.ndarray:
+def load_synthetic(root: Path, params, report) -> DatasetArrays:
+    return load_folder_dataset(root, params, report, name="synthetic")
+
+
+def _read_patch(path: Path, patch_size: int):
+    import numpy as np
+
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB")
-            if rgb.size != (patch_size, patch_size):
-                rgb = rgb.resize((patch_size, patch_size), Image.LANCZOS)
-            return np.asarray(rgb)
+            return resize_patch(np.asarray(image.convert("RGB")), patch_size)
     except OSError as exc:
         raise DatasetError(f"cannot read classification patch {path}: {exc}; remove or replace the file") from exc

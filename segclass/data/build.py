@@ -1,0 +1,187 @@
+"""Build a dataset's shard cache: adapter -> foreground filter -> stain normalization -> shards.
+
+A build is keyed by a fingerprint of the source files (paths, sizes, mtimes),
+the build parameters and the cache format. Rebuilding with the same inputs is
+a no-op; changing any of them rebuilds into a fresh folder that replaces the
+old one only when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import segclass
+from segclass.data.arrays import DatasetArrays, EvalImage
+from segclass.data.shards import FORMAT_VERSION, MANIFEST, CacheError, write_cache
+from segclass.errors import ConfigError, DatasetError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    """How patches are made; every field is recorded in the manifest."""
+
+    patch_size: int = 128  # patch side in pixels (paper App. B.2)
+    magnification: float = 1.25  # slides are read at this objective magnification
+    min_foreground: float = 0.75  # segmentation patches with less tissue are dropped (App. B.1)
+    saturation_threshold: float = 0.10  # HSV saturation below this share of the maximum is background
+    opening_radius: int = 3  # morphological opening radius of the foreground mask, pixels
+    stain_normalize: bool = True  # Macenko to one reference image from the training set (paper 2.3)
+    dominant_share: float = 0.90  # tile rule: dominant class share for a classification tile
+    resize_long_side: int = 1024  # DigestPath2019 images are resized to this long side
+    annotator: int = 1  # Gleason2019: which expert's map (Maps<K>_T) is ground truth
+    split_seed: int = 0  # seed of the 50/25/25 image-level splits
+    train_slides: tuple[str, ...] = ("A01", "A02", "A03")  # BACH WSIs for segmentation patches
+    val_slides: tuple[str, ...] = ()  # BACH validation WSI(s); empty = first other WSI holding all classes
+    test_slides: tuple[str, ...] = ()  # BACH test WSIs; empty = all WSIs not used above
+    class_map: tuple[tuple[int, int], ...] = ()  # Gleason2019: (map value, class id); empty = default table
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+@dataclass
+class BuildReport:
+    """What a build found worth telling: dropped patches, normalization failures, empty classes."""
+
+    notes: list[str] = field(default_factory=list)
+    stain: dict[str, Any] = field(default_factory=dict)
+    dropped_background: int = 0
+    empty_classes: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+Loader = Callable[[Path, BuildParams, BuildReport], DatasetArrays]
+
+
+def _adapters() -> dict[str, Loader]:
+    from segclass.data import bach, digestpath, folder, gleason
+
+    return {
+        "synthetic": folder.load_synthetic,
+        "folder": folder.load_folder_dataset,
+        "bach": bach.load_bach,
+        "gleason2019": gleason.load_gleason,
+        "digestpath2019": digestpath.load_digestpath,
+    }
+
+
+DATASET_NAMES = ("synthetic", "folder", "bach", "gleason2019", "digestpath2019")
+
+
+def fingerprint(root: Path, params: BuildParams, dataset: str) -> str:
+    """Hash of the source files' paths, sizes and mtimes plus the build parameters."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([dataset, FORMAT_VERSION, segclass.__version__, params.to_dict()]).encode())
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_is_current(out_dir: Path, expected: str) -> bool:
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return manifest.get("fingerprint") == expected and manifest.get("format_version") == FORMAT_VERSION
+
+
+def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: BuildParams = BuildParams()) -> Path:
+    """Build (or keep, when current) the shard cache of `dataset` from its files under `root`."""
+    adapters = _adapters()
+    if dataset not in adapters:
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
+    root, out_dir = Path(root), Path(out_dir)
+    if dataset == "synthetic":  # generated on first use; its files are then the source like any other
+        from segclass.synthetic import generate
+
+        if not (root / "synthetic.json").is_file():
+            generate(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist; pass --root with the {dataset} files")
+    expected = fingerprint(root, params, dataset)
+    if cache_is_current(out_dir, expected):
+        log.info("cache %s is up to date", out_dir)
+        return out_dir
+    started = time.perf_counter()
+    report = BuildReport()
+    arrays = adapters[dataset](root, params, report)
+    _check_classes(arrays, report)
+    if params.stain_normalize:
+        arrays = normalize_stains(arrays, report)
+    patches = len(arrays.seg_labels) + len(arrays.cls_labels)
+    seconds = time.perf_counter() - started
+    write_cache(arrays, out_dir, params.to_dict(), expected, extra={
+        "source_root": str(root.resolve()), "report": report.to_dict(),
+        "build_seconds": round(seconds, 2), "patches_per_second": round(patches / seconds, 1) if seconds else None,
+    })
+    for note in report.notes:
+        log.warning("%s", note)
+    log.info("built %s: %d patches in %.1fs into %s", dataset, patches, seconds, out_dir)
+    return out_dir
+
+
+def _check_classes(arrays: DatasetArrays, report: BuildReport) -> None:
+    """Record classes with no patches of a kind (training refuses modes that need them)."""
+    for kind, labels in (("seg", arrays.seg_labels), ("cls", arrays.cls_labels)):
+        counts = np.bincount(labels, minlength=arrays.num_classes) if len(labels) else np.zeros(arrays.num_classes)
+        # class 0 is the unlabelled background of segmentation masks: it has no components to centre on
+        skip = {0} if kind == "seg" else set()
+        empty = [name for cid, name in enumerate(arrays.class_names) if counts[cid] == 0 and cid not in skip]
+        if empty:
+            report.empty_classes[kind] = empty
+            report.notes.append(f"{arrays.name}: no {kind} patches of class(es) {', '.join(empty)}")
+
+
+def normalize_stains(arrays: DatasetArrays, report: BuildReport) -> DatasetArrays:
+    """Macenko-normalize every patch and evaluation image to one training reference."""
+    from tqdm import tqdm
+
+    from segclass.preprocess.stain import StainNormalizer, pick_reference
+
+    candidates = list(arrays.seg_images) or list(arrays.cls_images)
+    if not candidates:
+        return arrays
+    reference = pick_reference(candidates)
+    source = "seg" if len(arrays.seg_images) else "cls"
+    normalizer = StainNormalizer().fit(candidates[reference], f"{source} patch #{reference}")
+    bar = tqdm(total=len(arrays.seg_images) + len(arrays.cls_images) + len(arrays.val) + len(arrays.test),
+               desc="stain normalization", unit="img", leave=False)
+
+    def many(images: np.ndarray, prefix: str) -> np.ndarray:
+        out = normalizer.normalize_many(images, [f"{prefix} #{i}" for i in range(len(images))]) if len(images) else images
+        bar.update(len(images))
+        return out
+
+    def whole(items: tuple[EvalImage, ...]) -> tuple[EvalImage, ...]:
+        out = []
+        for item in items:
+            normalized = many(item.rgb[None], item.name)[0]
+            out.append(EvalImage(item.name, normalized, item.mask))
+        return tuple(out)
+
+    result = dataclasses.replace(
+        arrays, seg_images=many(arrays.seg_images, "seg patch"), cls_images=many(arrays.cls_images, "cls patch"),
+        val=whole(arrays.val), test=whole(arrays.test),
+    )
+    bar.close()
+    report.stain = normalizer.report()
+    if normalizer.failures:
+        report.notes.append(
+            f"stain normalization failed for {len(normalizer.failures)} of {normalizer.attempts} images "
+            f"(kept unnormalized), e.g. {', '.join(normalizer.failures[:5])}"
+        )
+    return result
