@@ -20,6 +20,8 @@ from segclass.errors import DatasetError
 #: Microns per pixel times magnification: 40x ~ 0.25 um/px, so 1x ~ 10 um/px.
 MICRONS_AT_1X = 10.0
 PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+#: Formats only OpenSlide reads: if it does not recognise such a file, the file is damaged.
+SLIDE_ONLY_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
 
 
 class SlideError(DatasetError):
@@ -81,6 +83,11 @@ def read_image(path: str | Path, magnification: float = 1.25, scale: float | Non
         raise SlideError(f"image file {path} does not exist")
     if is_slide(path):
         return _read_slide(path, magnification, scale)
+    if path.suffix.lower() in SLIDE_ONLY_SUFFIXES:
+        raise SlideError(
+            f"OpenSlide cannot open {path}: it is not a recognised slide (truncated or corrupt copy?); "
+            "copy the slide again or remove it from the dataset"
+        )
     return _read_plain(path, scale or 1.0)
 
 

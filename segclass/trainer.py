@@ -34,7 +34,7 @@ from segclass.errors import CheckpointError, TrainingError
 from segclass.evaluation import evaluate_images, evaluate_patches
 from segclass.losses import class_weights, weighted_pixel_loss
 from segclass.model import SegClassNet, build_model
-from segclass.subsets import TrialPatches, select_trial_patches
+from segclass.subsets import TrialPatches, patch_fractions, select_trial_patches
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,26 @@ class IndexCycler:
             self.position += step
             count -= step
         return np.concatenate(out)
+
+
+def check_patches_available(config: TrainConfig, data: DatasetArrays) -> None:
+    """Refuse a trial whose mode needs a kind of patch the dataset lacks for some class.
+
+    Class 0 is exempt for segmentation patches: they are centred on labelled
+    (non-background) regions, so background never has patches of its own.
+    """
+    seg_fraction, cls_fraction = patch_fractions(config.mode, config.seg_fraction, config.cls_fraction)
+    needed = [("segmentation", data.seg_labels, seg_fraction, 1), ("classification", data.cls_labels, cls_fraction, 0)]
+    for kind, labels, fraction, first_class in needed:
+        if fraction <= 0:
+            continue
+        counts = np.bincount(labels, minlength=data.num_classes)
+        empty = [data.class_names[c] for c in range(first_class, data.num_classes) if counts[c] == 0]
+        if empty:
+            raise TrainingError(
+                f"mode {config.mode} trains on {kind} patches, but dataset {data.name} has none of class(es) "
+                f"{', '.join(empty)}; add such patches (or drop the class from the class list) and rebuild the cache"
+            )
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -180,6 +200,7 @@ def train(
     weights of an uninterrupted one.
     """
     data.validate()
+    check_patches_available(config, data)
     target = pick_device(device)
     trial = select_trial_patches(config, data.seg_labels, data.cls_labels)
     iterations = iterations_per_epoch(config, trial, len(data.seg_labels))

@@ -130,3 +130,13 @@ def test_untrainable_trial_s0_still_reports(tiny_data):
     report = train(TrainConfig(mode="S", seg_fraction=0.0, **{**FAST, "epochs": 1}), tiny_data)
     assert report["iterations_per_epoch"] == 0 and report["n_seg_patches"] == 0
     assert 0.0 <= report["test_macro_f1"] <= 1.0
+
+
+def test_mode_needing_a_class_without_patches_is_refused(tiny_data):
+    import dataclasses
+
+    keep = tiny_data.cls_labels != 2  # no classification patches of class 2 (in_situ)
+    without = dataclasses.replace(tiny_data, cls_images=tiny_data.cls_images[keep], cls_labels=tiny_data.cls_labels[keep])
+    with pytest.raises(TrainingError, match="mode S\\+C trains on classification patches.*in_situ"):
+        train(TrainConfig(mode="S+C", seg_fraction=0.5, **FAST), without)
+    train(TrainConfig(mode="S", seg_fraction=0.5, **{**FAST, "epochs": 1}), without)  # S needs no cls patches

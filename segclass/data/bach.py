@@ -105,7 +105,12 @@ def read_slide_with_mask(slide: Path, params) -> EvalImage:
 def read_photo_labels(photos: Path) -> dict[Path, int]:
     """Photo path -> class id from microscopy_ground_truth.csv (else from folder names)."""
     csv_path = photos / "microscopy_ground_truth.csv"
-    by_name = {p.name: p for p in photos.rglob("*.tif")}
+    by_name: dict[str, Path] = {}
+    for path in sorted(photos.rglob("*.tif")):
+        if path.name in by_name:
+            raise DatasetError(f"photo name {path.name} appears twice ({by_name[path.name]} and {path}); "
+                               "the ground-truth CSV names photos by file name, so names must be unique")
+        by_name[path.name] = path
     if not csv_path.is_file():
         log.warning("%s is missing: photo labels are taken from folder names", csv_path)
         return {p: PHOTO_FOLDERS[p.parent.name] for p in by_name.values() if p.parent.name in PHOTO_FOLDERS}
