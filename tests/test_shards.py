@@ -98,3 +98,23 @@ def test_build_info_verify_cli(tiny_root, tmp_path):
     failed = run("verify", str(out))
     assert failed.returncode == 1 and "test.h5" in failed.stderr
     assert run("build", "--help").returncode == 0
+
+
+def test_shard_reader_random_batches_across_shards(tiny_root, tmp_path, monkeypatch):
+    import segclass.data.shards as shards
+
+    monkeypatch.setattr(shards, "SHARD_ROWS", 5)  # several shards per kind
+    cache = build_cache("synthetic", tiny_root, tmp_path / "cache", RAW)
+    assert len(list(cache.glob("train-cls-*.h5"))) > 1
+    data = read_cache(cache)
+    indices = np.array([len(data.cls_labels) - 1, 0, 7, 7, 3])
+    with shards.ShardReader(cache) as reader:
+        assert reader.count("cls") == len(data.cls_labels)
+        images, masks, labels = reader.batch("cls", indices)
+        assert masks is None
+        assert np.array_equal(images, data.cls_images[indices]) and np.array_equal(labels, data.cls_labels[indices])
+        seg_index = np.arange(len(data.seg_labels))[::-1]
+        images, masks, _ = reader.batch("seg", seg_index)
+        assert np.array_equal(masks, data.seg_masks[seg_index])
+        with pytest.raises(IndexError, match="outside the cache"):
+            reader.batch("cls", [len(data.cls_labels)])
