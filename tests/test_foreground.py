@@ -38,3 +38,13 @@ def test_window_fractions_match_direct_count():
     assert fractions.shape == (35, 45)
     for top, left in ((0, 0), (10, 20), (34, 44)):
         assert fractions[top, left] == pytest.approx(foreground_fraction(mask, top, left, 16))
+
+
+def test_half_white_patch_fails_the_75_percent_rule():
+    from segclass.preprocess.foreground import MIN_FOREGROUND
+
+    rgb = np.full((128, 128, 3), 245, np.uint8)
+    rgb[:, :64] = (180, 80, 150)  # left half stained tissue
+    mask = foreground_mask(rgb)
+    assert foreground_fraction(mask, 0, 0, 128) == pytest.approx(0.5, abs=0.02)
+    assert foreground_fraction(mask, 0, 0, 128) < MIN_FOREGROUND

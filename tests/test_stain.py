@@ -66,3 +66,14 @@ def test_blank_image_fails_clearly_and_is_counted():
 def test_reference_is_the_most_stained_image():
     blank = np.full((64, 64, 3), 245, np.uint8)
     assert pick_reference([blank, _tissue_patch(1), blank]) == 1
+
+
+def test_stain_shifted_copy_of_real_tile_moves_back_towards_reference():
+    reference = _real_he_tile()
+    od = -np.log((reference.astype(float) + 1) / 240)
+    shift = np.array([[1.25, 0.15, 0.0], [0.0, 0.8, 0.1], [0.1, 0.0, 1.2]])  # another lab's stain mix
+    shifted = np.clip(240 * np.exp(-(od.reshape(-1, 3) @ shift).reshape(od.shape)) - 1, 0, 255).astype(np.uint8)
+    normalized = StainNormalizer().fit(reference, "test_tile.png").normalize(shifted, "shifted copy")
+    error_before = np.abs(shifted.astype(float) - reference).mean()
+    error_after = np.abs(normalized.astype(float) - reference).mean()
+    assert error_after < 0.6 * error_before

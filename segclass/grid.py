@@ -1,0 +1,153 @@
+"""The experimental grid of paper 3.3 (Figs. 5-6, Tables 1, D.4, D.5): the one definition.
+
+The sweep, the analysis and the tests all take grid points from here. A grid
+point is one trial: (study, dataset, mode, s, c, seed, variant, budget). Its
+`key` is deterministic, so a resumed or grown sweep can tell which points
+already have a finished run whatever Ray called the trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Iterable
+
+from segclass.config import CLASSIFICATION_MODES, SEGMENTATION_MODES, TrainConfig
+from segclass.errors import ConfigError
+
+#: s values of the segmentation study, as fractions (paper 3.3).
+SEG_FRACTIONS = (0.0, 0.01, 0.025, 0.05, 0.075, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50, 0.75, 1.0)
+#: c values of the classification study, as fractions (paper 3.3).
+CLS_FRACTIONS = (0.0, 0.01, 0.025, 0.05, 0.075, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)
+SEEDS = (1, 2, 3, 4, 5)
+STUDIES = ("segmentation", "classification")
+
+
+def percent(fraction: float) -> str:
+    """0.025 -> '2.5', 0.05 -> '5', 1.0 -> '100': how the paper writes s and c."""
+    return f"{fraction * 100:.4g}"
+
+
+@dataclass(frozen=True, order=True)
+class GridPoint:
+    study: str
+    dataset: str
+    mode: str
+    fraction: float  # s for the segmentation study, c for the classification study
+    seed: int
+    variant: str = "paper"
+    budget: str = "paper"
+
+    @property
+    def seg_fraction(self) -> float:
+        return self.fraction if self.study == "segmentation" else 0.0
+
+    @property
+    def cls_fraction(self) -> float:
+        return self.fraction if self.study == "classification" else 0.0
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the grid point (an MLflow tag, a folder name)."""
+        letter = "s" if self.study == "segmentation" else "c"
+        return (f"{self.study}|{self.dataset}|{self.mode}|{letter}={percent(self.fraction)}|seed={self.seed}"
+                f"|{self.variant}|{self.budget}")
+
+    @property
+    def run_name(self) -> str:
+        """Readable name, e.g. 'S+C s=5 seed=2', with variant/budget when not the paper's."""
+        letter = "s" if self.study == "segmentation" else "c"
+        parts = [f"{self.mode} {letter}={percent(self.fraction)} seed={self.seed}"]
+        if self.variant != "paper":
+            parts.append(f"variant={self.variant}")
+        if self.budget != "paper":
+            parts.append(f"budget={self.budget}")
+        return " ".join(parts)
+
+    def train_config(self, epochs: int, **overrides) -> TrainConfig:
+        return TrainConfig(dataset=self.dataset, mode=self.mode, seg_fraction=self.seg_fraction,
+                           cls_fraction=self.cls_fraction, seed=self.seed, variant=self.variant,
+                           budget=self.budget, epochs=epochs, **overrides)
+
+    @classmethod
+    def from_key(cls, key: str) -> "GridPoint":
+        study, dataset, mode, fraction, seed, variant, budget = key.split("|")
+        return cls(study, dataset, mode, float(fraction.split("=")[1]) / 100, int(seed.split("=")[1]), variant, budget)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named grid plus training length; CLI flags override its parts."""
+
+    name: str
+    description: str
+    epochs: int
+    dataset: str = "synthetic"
+    studies: tuple[str, ...] = ("segmentation",)
+    seg_modes: tuple[str, ...] = SEGMENTATION_MODES
+    cls_modes: tuple[str, ...] = CLASSIFICATION_MODES
+    seg_fractions: tuple[float, ...] = SEG_FRACTIONS
+    cls_fractions: tuple[float, ...] = CLS_FRACTIONS
+    seeds: tuple[int, ...] = SEEDS
+    variants: tuple[str, ...] = ("paper",)
+    budgets: tuple[str, ...] = ("paper",)
+    #: extra arms (SPEC: released-code variant and equal budget at one low s), as
+    #: (mode, fraction, variant, budget); they use the preset's seeds
+    extra_arms: tuple[tuple[str, float, str, str], ...] = field(default_factory=tuple)
+
+    def points(self) -> list[GridPoint]:
+        return expand(self)
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        name="paper",
+        description="the paper's full grids (both studies, 14 s and 12 c values, 5 seeds), 100 epochs; for a GPU cluster",
+        epochs=100, studies=STUDIES,
+    ),
+    "quick": Preset(
+        name="quick",
+        description="synthetic data, S / S+C / S+C* at s = 5, 10, 25, 100%, 2 seeds, plus the released-code "
+                    "variant and the equal budget at s = 5%; about 20 minutes on a 2-core laptop",
+        epochs=3, seg_fractions=(0.05, 0.10, 0.25, 1.0), seeds=(1, 2),
+        extra_arms=(("S+C", 0.05, "released-code", "paper"), ("S+C*", 0.05, "released-code", "paper"),
+                    ("S", 0.05, "paper", "equal"), ("S+C", 0.05, "paper", "equal"),
+                    ("S+C*", 0.05, "paper", "equal")),
+    ),
+    "smoke": Preset(
+        name="smoke",
+        description="a handful of trials for 1 epoch, for tests and a first try (a few minutes)",
+        epochs=1, seg_modes=("S", "S+C"), seg_fractions=(0.25, 1.0), seeds=(1,),
+    ),
+}
+
+
+def expand(preset: Preset) -> list[GridPoint]:
+    """All grid points of a preset, in a stable order, without duplicates."""
+    points: list[GridPoint] = []
+    for study in preset.studies:
+        modes = preset.seg_modes if study == "segmentation" else preset.cls_modes
+        fractions = preset.seg_fractions if study == "segmentation" else preset.cls_fractions
+        for variant in preset.variants:
+            for budget in preset.budgets:
+                for mode in modes:
+                    for fraction in fractions:
+                        for seed in preset.seeds:
+                            points.append(GridPoint(study, preset.dataset, mode, fraction, seed, variant, budget))
+    for mode, fraction, variant, budget in preset.extra_arms:
+        study = "classification" if mode in CLASSIFICATION_MODES else "segmentation"
+        if study in preset.studies:
+            points.extend(GridPoint(study, preset.dataset, mode, fraction, seed, variant, budget)
+                          for seed in preset.seeds)
+    return list(dict.fromkeys(points))
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def customise(preset: Preset, **changes) -> Preset:
+    """A preset with some parts replaced (None leaves a part as it is)."""
+    return replace(preset, **{k: v for k, v in changes.items() if v is not None})
+

@@ -1,0 +1,46 @@
+import pytest
+
+from segclass.config import TrainConfig
+from segclass.errors import ConfigError
+from segclass.grid import PRESETS, GridPoint, customise, expand, get_preset, percent
+
+
+def test_paper_preset_is_the_full_grid():
+    points = PRESETS["paper"].points()
+    seg = [p for p in points if p.study == "segmentation"]
+    cls = [p for p in points if p.study == "classification"]
+    assert len(seg) == 3 * 14 * 5 and len(cls) == 3 * 12 * 5
+    assert {p.mode for p in cls} == {"S2+C2", "S2+C2*", "S2*+C2"}
+    assert {percent(p.fraction) for p in seg} >= {"0", "1", "2.5", "7.5", "100"}
+    assert PRESETS["paper"].epochs == 100 and {p.variant for p in points} == {"paper"}
+
+
+def test_quick_preset_has_four_s_values_two_seeds_and_the_extra_arms():
+    points = PRESETS["quick"].points()
+    paper_arms = [p for p in points if p.variant == "paper" and p.budget == "paper"]
+    assert {p.mode for p in paper_arms} == {"S", "S+C", "S+C*"}
+    assert len({p.fraction for p in paper_arms}) >= 4 and 1.0 in {p.fraction for p in paper_arms}
+    assert {p.seed for p in points} == {1, 2}
+    assert {p.variant for p in points} == {"paper", "released-code"}
+    assert {p.budget for p in points} == {"paper", "equal"}
+    assert len(points) == len(set(points))
+
+
+def test_keys_and_names_round_trip():
+    point = GridPoint("segmentation", "bach", "S+C", 0.025, 2, "released-code", "equal")
+    assert point.key == "segmentation|bach|S+C|s=2.5|seed=2|released-code|equal"
+    assert GridPoint.from_key(point.key) == point
+    assert point.run_name == "S+C s=2.5 seed=2 variant=released-code budget=equal"
+    assert GridPoint("segmentation", "bach", "S", 0.05, 1).run_name == "S s=5 seed=1"
+    cls_point = GridPoint("classification", "bach", "S2+C2", 0.1, 3)
+    assert cls_point.run_name == "S2+C2 c=10 seed=3"
+    config = cls_point.train_config(epochs=2)
+    assert isinstance(config, TrainConfig) and config.cls_fraction == 0.1 and config.seg_fraction == 0.0
+
+
+def test_customise_and_unknown_preset():
+    smoke = customise(get_preset("smoke"), seeds=(1, 2, 3), seg_fractions=None)
+    assert {p.seed for p in expand(smoke)} == {1, 2, 3}
+    assert smoke.seg_fractions == get_preset("smoke").seg_fractions
+    with pytest.raises(ConfigError, match="choose one of paper, quick, smoke"):
+        get_preset("huge")
