@@ -1,0 +1,73 @@
+"""What a finished trial leaves for people to look at: confusion matrix and predicted masks."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+#: Predicted masks are stored at most this large (nearest downsampling).
+MAX_MASK_SIDE = 512
+MAX_SAMPLES = 2
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _shrink(array: np.ndarray, nearest: bool) -> np.ndarray:
+    height, width = array.shape[:2]
+    scale = MAX_MASK_SIDE / max(height, width)
+    if scale >= 1:
+        return array
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(array).resize(size, Image.NEAREST if nearest else Image.LANCZOS))
+
+
+def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(matrix)
+    figure, axes = plt.subplots(figsize=(1.2 * len(class_names) + 2, 1.1 * len(class_names) + 1.5))
+    axes.imshow(counts / np.maximum(counts.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    for (row, col), value in np.ndenumerate(counts):
+        axes.text(col, row, f"{value}", ha="center", va="center", fontsize=8)
+    axes.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    axes.set_yticks(range(len(class_names)), class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("ground truth")
+    axes.set_title(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def trial_artifacts(report: dict[str, Any], checkpoint_path: Path, test_images) -> dict[str, bytes]:
+    """Files for the trial's MLflow run: report, confusion matrices, sample predicted masks."""
+    from segclass.evaluation import predict_logits
+    from segclass.trainer import load_trained_model
+
+    names = report["class_names"]
+    files: dict[str, bytes] = {}
+    for key, title in (("test_confusion_matrix", "test pixels"), ("holdout_cls_confusion_matrix", "held-out patches")):
+        if key in report:
+            files[f"{key}.json"] = json.dumps({"class_names": names, "matrix": report[key]}).encode()
+            files[f"{key}.png"] = confusion_figure(report[key], names, title)
+    model, _ = load_trained_model(checkpoint_path)
+    for item in list(test_images)[:MAX_SAMPLES]:
+        prediction = predict_logits(model, item.rgb, report["patch_size"], report["eval_stride"]).argmax(0).numpy()
+        files[f"masks/{item.name}_pred.png"] = _png(_shrink(prediction.astype(np.uint8), nearest=True))
+        files[f"masks/{item.name}_truth.png"] = _png(_shrink(item.mask, nearest=True))
+        files[f"masks/{item.name}_image.png"] = _png(_shrink(item.rgb, nearest=False))
+    return files
