@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import segclass
 from segclass.grid import GridPoint, Preset, expand
 from segclass.sweep.tracking import Tracker, scalar_metrics
 
@@ -152,7 +153,7 @@ def run_params(point: GridPoint, config: dict[str, Any]) -> dict[str, Any]:
               "seg_fraction": point.seg_fraction, "seed": point.seed, "variant": point.variant,
               "budget": point.budget, "epochs": config["epochs"], "batch_size": config["batch_size"],
               "pretrained": config.get("pretrained") or "none (random init)",
-              "data_fingerprint": config.get("data_fingerprint", "")}
+              "data_fingerprint": config.get("data_fingerprint", ""), "segclass_version": segclass.__version__}
     if point.study == "classification":
         params["cls_fraction"] = point.cls_fraction
     return params

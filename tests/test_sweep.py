@@ -1,0 +1,74 @@
+"""The sweep end to end: a real local Ray, a real MLflow store, the CLI as users run it."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from segclass.grid import customise, expand, get_preset
+from segclass.sweep.tracking import KEY_TAG
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _sweep(tmp_path, tiny_root, *extra, env=None, name="t"):
+    command = [sys.executable, str(ROOT / "sweeps" / "full_grid.py"), "--preset", "smoke", "--data-root",
+               str(tiny_root), "--results", str(tmp_path / "results"), "--storage", str(tmp_path / "tune"),
+               "--name", name, "--num-cpus", "2", *extra]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _runs(tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("segclass-")]
+    return client, client.search_runs(experiments, max_results=1000)
+
+
+def test_smoke_sweep_rerun_and_growth(tmp_path, tiny_root):
+    out = _sweep(tmp_path, tiny_root)
+    planned = expand(customise(get_preset("smoke"), seeds=(1,)))
+    client, runs = _runs(tmp_path)
+    assert sorted(r.data.tags[KEY_TAG] for r in runs) == sorted(p.key for p in planned)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        params = run.data.params
+        assert {"dataset", "mode", "seg_fraction", "seed", "variant", "budget", "epochs", "pretrained",
+                "data_fingerprint", "segclass_version"} <= set(params)
+        assert {"final_test_macro_f1", "final_test_paper_micro_f1", "final_test_pixel_accuracy",
+                "final_test_f1_invasive", "val_macro_f1", "train_loss"} <= set(run.data.metrics)
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "report.json", "masks"} <= artifacts
+    assert "mlflow ui --backend-store-uri" in out
+
+    again = _sweep(tmp_path, tiny_root)
+    assert f"{len(planned)} already finished (skipped), 0 to run" in again
+    assert len(_runs(tmp_path)[1]) == len(planned)
+
+    grown = _sweep(tmp_path, tiny_root, "--seeds", "1", "2")
+    assert f"{len(planned)} already finished (skipped), {len(planned)} to run" in grown
+    _, runs = _runs(tmp_path)
+    keys = [r.data.tags[KEY_TAG] for r in runs]
+    assert len(keys) == 2 * len(planned) == len(set(keys))
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_failing_trial_is_retried_from_its_checkpoint(tmp_path, tiny_root):
+    _sweep(tmp_path, tiny_root, "--modes", "S", "--fractions", "100", "--epochs", "2",
+           env={"SEGCLASS_FAULT_ONCE_DIR": str(tmp_path / "faults")}, name="faulty")
+    assert len(list((tmp_path / "faults").iterdir())) == 1  # the fault fired once
+    client, runs = _runs(tmp_path)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_macro_f1")] == [1, 2]
+    progress = next((tmp_path / "tune" / "faulty").glob("*/progress.csv"))
+    epochs = [float(row["epoch"]) for row in csv.DictReader(progress.open())]
+    assert epochs == [1.0, 2.0, 2.0], "the retry resumed after epoch 1 instead of starting over"
