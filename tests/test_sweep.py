@@ -1,6 +1,6 @@
 """The sweep end to end: a real local Ray, a real MLflow store, the CLI as users run it."""
 
-import csv
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +23,10 @@ def _sweep(tmp_path, tiny_root, *extra, env=None, name="t"):
                             env={**os.environ, **(env or {})})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
+
+
+def _tune_results(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _runs(tmp_path):
@@ -69,6 +73,65 @@ def test_failing_trial_is_retried_from_its_checkpoint(tmp_path, tiny_root):
     client, runs = _runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_macro_f1")] == [1, 2]
-    progress = next((tmp_path / "tune" / "faulty").glob("*/progress.csv"))
-    epochs = [float(row["epoch"]) for row in csv.DictReader(progress.open())]
-    assert epochs == [1.0, 2.0, 2.0], "the retry resumed after epoch 1 instead of starting over"
+    results = _tune_results(next((tmp_path / "tune" / "faulty").glob("*/result.json")))
+    assert [r["epoch"] for r in results if not r.get("final")] == [1.0, 2.0], "the retry started over"
+    assert results[-1]["final"] == 1.0
+
+
+def _kill_when_some_done_and_some_mid_training(process, tmp_path, timeout=600):
+    import time
+
+    from mlflow import MlflowClient
+
+    deadline = time.time() + timeout
+    database = tmp_path / "results" / "mlflow.db"
+    while time.time() < deadline:
+        time.sleep(1.0)
+        if process.poll() is not None:
+            raise AssertionError("the sweep ended before it could be killed")
+        if not database.exists():
+            continue
+        try:
+            client = MlflowClient(f"sqlite:///{database}")
+            experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("segclass-")]
+            runs = client.search_runs(experiments) if experiments else []
+        except Exception:  # the driver is creating the schema
+            continue
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        mid = [r for r in runs if r.info.status == "RUNNING" and "epoch" in r.data.metrics]
+        if finished and mid:
+            process.kill()  # SIGKILL: no cleanup, no final snapshot
+            process.wait()
+            return {r.data.tags[KEY_TAG]: r.info.end_time for r in finished}, {
+                r.data.tags[KEY_TAG]: int(r.data.metrics["epoch"]) for r in mid}
+    raise AssertionError("never saw finished and mid-training trials at once")
+
+
+def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_root):
+    args = ["--epochs", "3", "--name", "killed"]
+    command = [sys.executable, str(ROOT / "sweeps" / "full_grid.py"), "--preset", "smoke", "--data-root",
+               str(tiny_root), "--results", str(tmp_path / "results"), "--storage", str(tmp_path / "tune"),
+               "--num-cpus", "2", *args]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finished_before, mid_before = _kill_when_some_done_and_some_mid_training(process, tmp_path)
+
+    _sweep(tmp_path, tiny_root, "--epochs", "3", "--resume", name="killed")
+    client, runs = _runs(tmp_path)
+    planned = expand(customise(get_preset("smoke"), seeds=(1,)))
+    assert sorted(r.data.tags[KEY_TAG] for r in runs) == sorted(p.key for p in planned)  # exactly once each
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")]
+        assert steps == [1, 2, 3], (run.info.run_name, steps)  # no gaps, no duplicates
+        if run.data.tags[KEY_TAG] in finished_before:  # finished trials were not rerun
+            assert run.info.end_time == finished_before[run.data.tags[KEY_TAG]]
+    # interrupted trials continued from a checkpoint: no trial's Tune history replays an epoch
+    resumed_from_checkpoint = 0
+    for result_file in (tmp_path / "tune" / "killed").glob("*/result.json"):
+        rows = _tune_results(result_file)
+        epochs = [r["epoch"] for r in rows if not r.get("final")]
+        assert epochs == sorted(set(epochs)), f"{result_file.parent.name} replayed an epoch: {epochs}"
+        key = rows[0]["config"]["key"]
+        if mid_before.get(key, 0) >= 1 and epochs == [1.0, 2.0, 3.0]:
+            resumed_from_checkpoint += 1
+    assert resumed_from_checkpoint >= 1
