@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ def run_trial(config: dict[str, Any], data=None) -> None:
     from segclass.sweep.artifacts import trial_artifacts
     from segclass.trainer import train
 
+    started = time.time()
     point = GridPoint.from_key(config["key"])
     epochs = int(config["epochs"])
     train_config = point.train_config(epochs=epochs, batch_size=int(config["batch_size"]),
@@ -86,7 +88,10 @@ def run_trial(config: dict[str, Any], data=None) -> None:
         (folder / name).write_bytes(payload)
     (run_dir / "report.json").write_text(json.dumps(report, default=str))
     final = {k: v for k, v in scalar_metrics(report).items() if k.startswith(("test_", "holdout_", "val_best"))}
-    tune.report({**final, "final": 1.0, "epoch": float(epochs)},
+    # where and when it ran: lets tests and users check node spread and fractional-GPU packing
+    placement = {"node_id": ray.get_runtime_context().get_node_id(), "device": device,
+                 "trial_started": started, "trial_ended": time.time()}
+    tune.report({**final, **placement, "final": 1.0, "epoch": float(epochs)},
                 checkpoint=tune.Checkpoint.from_directory(str(run_dir)))
 
 
