@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MLflow runs: {summary.mlflow_uri}")
     print(f"Compare trials in the MLflow UI: mlflow ui --backend-store-uri {summary.mlflow_uri} --host 127.0.0.1")
     print(f"Resume or grow this sweep: python sweeps/full_grid.py --name {options.name} --resume [...]")
+    uri_flag = f" --mlflow-uri {args.mlflow_uri}" if args.mlflow_uri else ""
+    print(f"Rebuild the paper's tables and figures: python analysis/report.py --results {args.results}{uri_flag}")
     return 1 if summary.errored else 0
 
 

@@ -105,3 +105,18 @@ def test_fractional_gpus_pack_four_trials_at_once(tmp_path, tiny_root):
         running += change
         peak = max(peak, running)
     assert peak == 4, json.dumps([(r["trial_started"], r["trial_ended"]) for r in finals])
+
+
+def test_dataset_is_held_once_by_concurrent_trials(tiny_data):
+    import ray
+
+    from segclass.sweep.memory import measure_sharing
+
+    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=4, log_to_driver=False)
+    try:
+        report = measure_sharing(tiny_data, tasks=4)
+    finally:
+        ray.shutdown()
+    size = report.dataset_bytes
+    assert max(report.shared_anonymous_growth) < 0.25 * size, report
+    assert min(report.copied_anonymous_growth) > 0.8 * size, report  # the baseline really copies

@@ -52,7 +52,7 @@ def test_smoke_sweep_rerun_and_growth(tmp_path, tiny_root):
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "report.json", "masks"} <= artifacts
-    assert "mlflow ui --backend-store-uri" in out
+    assert "mlflow ui --backend-store-uri" in out and "analysis/report.py" in out
 
     again = _sweep(tmp_path, tiny_root)
     assert f"{len(planned)} already finished (skipped), 0 to run" in again

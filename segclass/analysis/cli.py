@@ -1,0 +1,34 @@
+"""Shared command-line options of the analysis CLIs (analysis/*.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segclass.analysis.report import ReportOptions
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    result.add_argument("--mlflow-uri", default=None,
+                        help="MLflow tracking URI of the sweep; default: sqlite:///RESULTS/mlflow.db, as the sweep")
+    result.add_argument("--results", default="results", help="the sweep's results folder (for the defaults)")
+    result.add_argument("--out", default=None, help="output folder; default: RESULTS/analysis")
+    result.add_argument("--experiment", default=None,
+                        help="only this MLflow experiment (e.g. segclass-segmentation-bach)")
+    result.add_argument("--dataset", default=None, help="only runs of this dataset")
+    result.add_argument("--seeds", type=int, default=None,
+                        help="seeds planned per cell; cells with fewer show their count (default: seeds found)")
+    result.add_argument("--with-paper", action="store_true",
+                        help="draw and compare the paper's own numbers where the dataset is one of the paper's")
+    return result
+
+
+def options(args: argparse.Namespace) -> ReportOptions:
+    from segclass.sweep.tracking import default_tracking_uri
+
+    results = Path(args.results)
+    return ReportOptions(mlflow_uri=args.mlflow_uri or default_tracking_uri(results),
+                         out_dir=Path(args.out) if args.out else results / "analysis",
+                         experiment=args.experiment, dataset=args.dataset, with_paper=args.with_paper,
+                         seeds=args.seeds)

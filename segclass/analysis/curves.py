@@ -1,0 +1,76 @@
+"""Normalized curves as in Figs. 5 and 6: performance relative to the full-data reference.
+
+Fig. 5: each metric divided by the mean of S at s = 100% (segmentation patches
+only, the paper's reference), one line per mode, mean markers with a ±std band.
+Fig. 6: accuracy divided by S2+C2 at c = 50% (classification patches only).
+If the reference mode is missing, a mode is normalized by its own last point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MODE_STYLE = {"S": ("tab:red", "x"), "S+C": ("tab:blue", "o"), "S+C*": ("tab:green", "s"),
+              "S2+C2": ("tab:blue", "o"), "S2+C2*": ("tab:green", "s"), "S2*+C2": ("tab:red", "x")}
+METRIC_LABEL = {"macro_f1": "macro F1", "paper_micro_f1": "paper-micro F1", "accuracy": "accuracy"}
+
+
+def normalize(summary: pd.DataFrame, reference_mode: str, reference_x: float) -> pd.DataFrame:
+    """Add rel_mean / rel_std columns: values divided by the reference mean, per group and metric."""
+    out = []
+    for _, frame in summary.groupby(["dataset", "variant", "budget", "metric"]):
+        reference = frame[(frame["mode"] == reference_mode) & np.isclose(frame["x"], reference_x)]
+        for mode, part in frame.groupby("mode"):
+            part = part.sort_values("x").copy()
+            if len(reference):
+                base = float(reference["mean"].iloc[0])
+            else:
+                at_reference = part[np.isclose(part["x"], reference_x)]
+                base = float(at_reference["mean"].iloc[0]) if len(at_reference) else float("nan")
+            part["rel_mean"] = part["mean"] / base if base else np.nan
+            part["rel_std"] = part["std"] / base if base else np.nan
+            out.append(part)
+    return pd.concat(out) if out else summary.assign(rel_mean=[], rel_std=[])
+
+
+def plot_curves(normalized: pd.DataFrame, metrics: list[str], title: str, x_label: str,
+                stem: Path, paper: pd.DataFrame | None = None) -> list[Path]:
+    """One figure per (dataset, variant, budget): a panel per metric, a line per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for (dataset, variant, budget), frame in normalized.groupby(["dataset", "variant", "budget"]):
+        figure, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
+        for axis, metric in zip(axes[0], metrics):
+            for mode, part in frame[frame["metric"] == metric].groupby("mode", sort=False):
+                color, marker = MODE_STYLE.get(mode, (None, "o"))
+                x, y, s = part["x"].to_numpy(), part["rel_mean"].to_numpy(), part["rel_std"].to_numpy()
+                axis.plot(x, y, marker=marker, color=color, label=f"{mode} (ours)")
+                axis.fill_between(x, y - s, y + s, color=color, alpha=0.2)
+                if paper is not None and not paper.empty:
+                    theirs = paper[(paper["dataset"] == dataset) & (paper["mode"] == mode) & (paper["metric"] == metric)]
+                    if len(theirs):
+                        axis.plot(theirs["x"], theirs["rel_mean"], linestyle="--", marker=marker, color=color,
+                                  alpha=0.6, label=f"{mode} (paper)")
+            axis.set_xscale("symlog", linthresh=1.0)
+            axis.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+            axis.set_xlabel(x_label)
+            axis.set_ylabel(f"{METRIC_LABEL.get(metric, metric)} / reference")
+            axis.set_title(METRIC_LABEL.get(metric, metric))
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=8)
+        figure.suptitle(f"{title}: {dataset} (variant {variant}, budget {budget})")
+        figure.tight_layout()
+        base = stem.with_name(f"{stem.name}_{dataset}_{variant}_{budget}")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".png", ".svg"):
+            figure.savefig(base.with_suffix(suffix), dpi=110)
+            paths.append(base.with_suffix(suffix))
+        plt.close(figure)
+    return paths

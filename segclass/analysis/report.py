@@ -1,0 +1,133 @@
+"""Build every table and figure from the MLflow runs, and an index that links them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from segclass.analysis import confusion, curves, samples, tables
+from segclass.analysis.paper import paper_results, paper_table1
+from segclass.analysis.runs import load_runs
+
+
+@dataclass
+class ReportOptions:
+    mlflow_uri: str
+    out_dir: Path
+    experiment: str | None = None
+    dataset: str | None = None
+    with_paper: bool = False  # draw the paper's numbers beside ours where the dataset is one of the paper's
+    seeds: int | None = None  # seeds planned per cell (default: the seeds found in the runs)
+
+
+@dataclass
+class Report:
+    index: Path
+    files: list[Path] = field(default_factory=list)
+    runs: int = 0
+
+
+def build_tables(runs: pd.DataFrame, options: ReportOptions) -> tuple[list[Path], pd.DataFrame, pd.DataFrame]:
+    planned = options.seeds or tables.seeds_planned(runs)
+    seg_table, seg_summary = tables.segmentation_table(runs, planned)
+    cls_table, cls_summary = tables.classification_table(runs, planned)
+    out = options.out_dir / "tables"
+    files = tables.write_table(seg_table, out / "table_d5_segmentation",
+                               "Table D.5 (ours): test F1 in percent, mean ± std over seeds; columns are s (%).")
+    files += tables.write_table(cls_table, out / "table_d4_classification",
+                                "Table D.4 (ours): held-out classification accuracy in percent; columns are c (%).")
+    seg_summary.to_csv(out / "segmentation_summary.csv", index=False)
+    cls_summary.to_csv(out / "classification_summary.csv", index=False)
+    return files + [out / "segmentation_summary.csv", out / "classification_summary.csv"], seg_summary, cls_summary
+
+
+def build_curves(seg_summary: pd.DataFrame, cls_summary: pd.DataFrame, options: ReportOptions) -> list[Path]:
+    out = options.out_dir / "figures"
+    paper = paper_results() if options.with_paper else pd.DataFrame()
+    files = []
+    if not seg_summary.empty:
+        ours = curves.normalize(seg_summary, "S", 100.0)
+        theirs = _paper_normalized(paper, "D.5", "S", 100.0)
+        files += curves.plot_curves(ours, ["macro_f1", "paper_micro_f1"], "Fig. 5, relative to S at s = 100%",
+                                    "s (% of segmentation patches)", out / "fig5", theirs)
+    if not cls_summary.empty:
+        ours = curves.normalize(cls_summary, "S2+C2", 50.0)
+        theirs = _paper_normalized(paper, "D.4", "S2+C2", 50.0)
+        files += curves.plot_curves(ours, ["accuracy"], "Fig. 6, relative to S2+C2 at c = 50%",
+                                    "c (% of classification patches)", out / "fig6", theirs)
+    return files
+
+
+def _paper_normalized(paper: pd.DataFrame, table: str, mode: str, x: float) -> pd.DataFrame:
+    if paper.empty:
+        return paper
+    part = paper[paper["table"] == table].assign(variant="paper", budget="paper")
+    return curves.normalize(part, mode, x)
+
+
+def paper_comparison(seg_summary: pd.DataFrame, cls_summary: pd.DataFrame) -> list[str]:
+    lines = []
+    for summary in (seg_summary, cls_summary):
+        merged = tables.within_paper_std(summary, paper_results())
+        if merged.empty:
+            continue
+        for (dataset, metric), frame in merged.groupby(["dataset", "metric"]):
+            inside = int(frame["within_std"].sum())
+            lines.append(f"{dataset} {metric}: {inside} of {len(frame)} cells within the paper's mean ± std "
+                         f"(mean difference {np.mean(frame['mean'] - frame['mean_paper']):+.1f} points)")
+    return lines
+
+
+def build_report(options: ReportOptions) -> Report:
+    runs = load_runs(options.mlflow_uri, options.experiment, options.dataset)
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    table_files, seg_summary, cls_summary = build_tables(runs, options)
+    figure_files = build_curves(seg_summary, cls_summary, options)
+    class_names = _class_names(runs)
+    sample_files = samples.plot_samples(runs, class_names, options.out_dir / "figures") if not runs.empty else []
+    confusion_files = confusion.write_confusion(confusion.confusion_rows(runs) if not runs.empty else [],
+                                                options.out_dir / "tables",
+                                                paper_table1() if options.with_paper else None)
+    comparison = paper_comparison(seg_summary, cls_summary) if options.with_paper else []
+    index = _write_index(options, runs, table_files, figure_files, sample_files, confusion_files, comparison)
+    return Report(index, table_files + figure_files + sample_files + confusion_files, len(runs))
+
+
+def _class_names(runs: pd.DataFrame) -> dict[str, list[str]]:
+    from segclass.analysis.runs import artifact_path
+
+    names = {}
+    for dataset, frame in runs.groupby("dataset") if not runs.empty else []:
+        try:
+            report = json.loads(artifact_path(frame.iloc[0]["artifact_uri"], "report.json").read_text())
+            names[dataset] = report["class_names"]
+        except Exception:
+            names[dataset] = []
+    return names
+
+
+def _write_index(options, runs, table_files, figure_files, sample_files, confusion_files, comparison) -> Path:
+    out = options.out_dir
+    lines = ["# segclass report", "", f"{len(runs)} finished runs from `{options.mlflow_uri}`"
+             + (f", experiment `{options.experiment}`" if options.experiment else "")
+             + (f", dataset `{options.dataset}`" if options.dataset else "") + ".", ""]
+    if comparison:
+        lines += ["## Against the paper", ""] + [f"- {line}" for line in comparison] + [""]
+    lines += ["## Tables", ""]
+    for path in table_files + confusion_files:
+        if path.suffix in (".md", ".csv", ".tex", ".json"):
+            lines.append(f"- [{path.relative_to(out)}]({path.relative_to(out)})")
+    for md in [p for p in table_files + confusion_files if p.suffix == ".md"]:
+        lines += ["", md.read_text()]
+    lines += ["## Figures", ""]
+    for path in figure_files + sample_files:
+        if path.suffix == ".png":
+            lines += [f"### {path.stem}", "", f"![{path.stem}]({path.relative_to(out)})",
+                      f"([SVG]({path.with_suffix('.svg').relative_to(out)}))", ""]
+    index = out / "index.md"
+    index.write_text("\n".join(lines) + "\n")
+    return index

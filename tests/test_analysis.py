@@ -1,0 +1,159 @@
+"""Analysis CLIs on a real MLflow store whose runs' final metrics the test knows."""
+
+import io
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from segclass.analysis.paper import paper_results, paper_table1
+from segclass.grid import GridPoint
+from segclass.sweep.tracking import Tracker
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["normal", "benign", "in_situ", "invasive"]
+
+# (mode, s, seed) -> (macro F1, paper-micro F1)
+SEGMENTATION = {("S", 0.05, 1): (0.50, 0.90), ("S", 0.05, 2): (0.60, 0.80), ("S", 1.0, 1): (0.80, 0.95),
+                ("S", 1.0, 2): (0.80, 0.85), ("S+C", 0.05, 1): (0.70, 0.92), ("S+C", 0.05, 2): (0.64, 0.90)}
+# S+C at s = 100% seed 1 only, S+C at s = 5% both seeds; nothing at s = 10%.
+SEGMENTATION[("S+C", 1.0, 1)] = (0.78, 0.94)
+CLASSIFICATION = {("S2+C2", 0.5, 1): 0.80, ("S2+C2", 0.5, 2): 0.70, ("S2+C2", 0.1, 1): 0.40, ("S2+C2", 0.1, 2): 0.50}
+
+
+def _png(array):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    tracker = Tracker(f"sqlite:///{results / 'mlflow.db'}", artifact_root=results / "mlartifacts", sweep="t")
+    truth = np.zeros((32, 32), np.uint8)
+    truth[8:24, 8:24] = 3
+    for (mode, s, seed), (macro, micro) in SEGMENTATION.items():
+        point = GridPoint("segmentation", "synthetic", mode, s, seed)
+        tracker.ensure_run(point, {"mode": mode})
+        tracker.log_epoch(point, 1, {"val_macro_f1": macro})
+        prediction = truth.copy()
+        prediction[:4] = 1 if mode == "S" else 0
+        report = {"class_names": NAMES, "test_macro_f1": macro, "test_paper_micro_f1": micro}
+        tracker.finish(point, report, {"masks/slide_pred.png": _png(prediction), "masks/slide_truth.png": _png(truth)})
+    for (mode, c, seed), accuracy in CLASSIFICATION.items():
+        point = GridPoint("classification", "synthetic", mode, c, seed)
+        tracker.ensure_run(point, {"mode": mode})
+        matrix = [[5, 1, 0, 0], [1, 4, 0, 1], [0, 0, 6, 0], [0, 1, 1, 4]]
+        tracker.finish(point, {"class_names": NAMES, "holdout_cls_accuracy": accuracy},
+                       {"holdout_cls_confusion_matrix.json": json.dumps({"class_names": NAMES, "matrix": matrix}).encode()})
+    unfinished = GridPoint("segmentation", "synthetic", "S+C*", 0.05, 1)  # still running: must be ignored
+    tracker.ensure_run(unfinished, {"mode": "S+C*"})
+    return results
+
+
+@pytest.fixture(scope="module")
+def report_dir(store):
+    result = subprocess.run([sys.executable, str(ROOT / "analysis" / "report.py"), "--results", str(store),
+                             "--seeds", "2"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "index.md" in result.stdout
+    return store / "analysis"
+
+
+def test_segmentation_table_exact_means_stds_counts_and_missing(report_dir):
+    table = pd.read_csv(report_dir / "tables" / "table_d5_segmentation.csv", dtype=str)
+    row = lambda mode, metric: table[(table["mode"] == mode) & (table["metric"] == metric)].iloc[0]  # noqa: E731
+    assert row("S", "macro_f1")["5"] == "55.0 ± 5.0"
+    assert row("S", "paper_micro_f1")["5"] == "85.0 ± 5.0"
+    assert row("S", "macro_f1")["100"] == "80.0 ± 0.0"
+    assert row("S+C", "macro_f1")["5"] == "67.0 ± 3.0"
+    assert row("S+C", "macro_f1")["100"] == "78.0 ± 0.0 (n=1)"
+    assert row("S", "macro_f1")["10"] == "–"
+    assert "S+C*" not in set(table["mode"])  # unfinished runs are not results
+    summary = pd.read_csv(report_dir / "tables" / "segmentation_summary.csv")
+    s5 = summary[(summary["mode"] == "S") & (summary["metric"] == "macro_f1") & (summary["x"] == 5)].iloc[0]
+    assert s5["mean"] == pytest.approx(55.0) and s5["std"] == pytest.approx(5.0) and s5["n"] == 2
+    for suffix in (".md", ".tex"):
+        assert "55.0" in (report_dir / "tables" / f"table_d5_segmentation{suffix}").read_text()
+
+
+def test_classification_table_and_confusion(report_dir):
+    table = pd.read_csv(report_dir / "tables" / "table_d4_classification.csv", dtype=str)
+    assert table.iloc[0]["50"] == "75.0 ± 5.0" and table.iloc[0]["10"] == "45.0 ± 5.0"
+    assert table.iloc[0]["25"] == "–"
+    rows = json.loads((report_dir / "tables" / "table1_confusion.json").read_text())
+    assert rows[0]["matrix"][0] == [10, 2, 0, 0] and rows[0]["accuracy"] == pytest.approx(75.0)
+
+
+def test_normalization_is_exactly_one_at_the_reference():
+    from segclass.analysis.curves import normalize
+    from segclass.analysis.tables import SEG_METRICS, summarize
+
+    runs = pd.DataFrame([{"dataset": "d", "variant": "paper", "budget": "paper", "mode": m, "x": s * 100,
+                          "seed": seed, "test_macro_f1": v[0], "test_paper_micro_f1": v[1]}
+                         for (m, s, seed), v in SEGMENTATION.items()])
+    normalized = normalize(summarize(runs, SEG_METRICS), "S", 100.0)
+    reference = normalized[(normalized["mode"] == "S") & (normalized["x"] == 100) & (normalized["metric"] == "macro_f1")]
+    assert reference["rel_mean"].iloc[0] == 1.0
+    s_plus_c = normalized[(normalized["mode"] == "S+C") & (normalized["x"] == 5) & (normalized["metric"] == "macro_f1")]
+    assert s_plus_c["rel_mean"].iloc[0] == pytest.approx(67.0 / 80.0)
+
+
+def test_figures_are_valid_png_and_svg_with_expected_panels(report_dir):
+    figures = report_dir / "figures"
+    fig5 = figures / "fig5_synthetic_paper_paper"
+    with Image.open(fig5.with_suffix(".png")) as image:
+        assert image.format == "PNG" and image.size[0] > image.size[1]
+    svg = ElementTree.parse(fig5.with_suffix(".svg")).getroot()
+    axes = [g for g in svg.iter("{http://www.w3.org/2000/svg}g") if g.get("id", "").startswith("axes_")]
+    assert len(axes) == 2  # macro F1 and paper-micro F1
+    assert (figures / "fig6_synthetic_paper_paper.png").is_file()
+    with Image.open(figures / "samples_synthetic_paper_paper.png") as image:
+        assert image.format == "PNG"
+    index = (report_dir / "index.md").read_text()
+    assert "fig5_synthetic_paper_paper.png" in index and "table_d5_segmentation" in index
+
+
+def test_paper_numbers_transcribed():
+    paper = paper_results()
+    cell = lambda t, d, m, metric, x: paper[(paper["table"] == t) & (paper["dataset"] == d) & (paper["mode"] == m)  # noqa: E731
+                                            & (paper["metric"] == metric) & (paper["x"] == x)].iloc[0]
+    checks = [  # (table, dataset, mode, metric, x, mean, std) read off the paper's text
+        ("D.4", "bach", "S2+C2", "accuracy", 0, 20.0, 7.9), ("D.4", "bach", "S2+C2", "accuracy", 50, 80.0, 2.6),
+        ("D.4", "gleason2019", "S2+C2*", "accuracy", 2.5, 65.0, 1.1),
+        ("D.4", "digestpath2019", "S2*+C2", "accuracy", 0, 49.1, 9.2),
+        ("D.4", "digestpath2019", "S2+C2", "accuracy", 40, 77.6, 2.9),
+        ("D.5", "bach", "S", "paper_micro_f1", 0, 26.4, 6.1), ("D.5", "bach", "S", "macro_f1", 100, 80.8, 0.6),
+        ("D.5", "bach", "S+C", "paper_micro_f1", 0, 39.5, 2.6), ("D.5", "bach", "S+C*", "macro_f1", 7.5, 76.7, 2.0),
+        ("D.5", "gleason2019", "S", "macro_f1", 20, 21.5, 2.3),
+        ("D.5", "digestpath2019", "S", "paper_micro_f1", 100, 39.5, 1.1),
+        ("D.5", "digestpath2019", "S+C*", "macro_f1", 30, 23.3, 0.3),
+    ]
+    for table, dataset, mode, metric, x, mean, std in checks:
+        row = cell(table, dataset, mode, metric, x)
+        assert (row["mean"], row["std"]) == (mean, std), (table, dataset, mode, metric, x)
+    assert len(paper) == 3 * 3 * 12 + 3 * 6 * 14
+    table1 = paper_table1()
+    assert table1.set_index("dataset").loc["bach", "matrix"][2] == [6, 5, 46, 1]
+    assert table1.set_index("dataset").loc["digestpath2019", "accuracy"] == 82
+
+
+def test_empty_store_renders_without_crashing(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "analysis" / "report.py"), "--results", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "0 runs" in result.stdout
+
+
+def test_cli_help():
+    for script in ("report.py", "tables.py", "curves.py"):
+        text = subprocess.run([sys.executable, str(ROOT / "analysis" / script), "--help"], capture_output=True,
+                              text=True, check=True).stdout
+        assert "--mlflow-uri" in text and "--with-paper" in text
