@@ -22,9 +22,11 @@ NAMES = ["normal", "benign", "in_situ", "invasive"]
 # (mode, s, seed) -> (macro F1, paper-micro F1)
 SEGMENTATION = {("S", 0.05, 1): (0.50, 0.90), ("S", 0.05, 2): (0.60, 0.80), ("S", 1.0, 1): (0.80, 0.95),
                 ("S", 1.0, 2): (0.80, 0.85), ("S+C", 0.05, 1): (0.70, 0.92), ("S+C", 0.05, 2): (0.64, 0.90)}
-# S+C at s = 100% seed 1 only, S+C at s = 5% both seeds; nothing at s = 10%.
+# S+C at s = 100% seed 1 only; S at s = 10% seed 1 only and no S+C there.
 SEGMENTATION[("S+C", 1.0, 1)] = (0.78, 0.94)
-CLASSIFICATION = {("S2+C2", 0.5, 1): 0.80, ("S2+C2", 0.5, 2): 0.70, ("S2+C2", 0.1, 1): 0.40, ("S2+C2", 0.1, 2): 0.50}
+SEGMENTATION[("S", 0.10, 1)] = (0.60, 0.90)
+CLASSIFICATION = {("S2+C2", 0.5, 1): 0.80, ("S2+C2", 0.5, 2): 0.70, ("S2+C2", 0.1, 1): 0.40, ("S2+C2", 0.1, 2): 0.50,
+                  ("S2*+C2", 0.1, 1): 0.30}
 
 
 def _png(array):
@@ -75,7 +77,9 @@ def test_segmentation_table_exact_means_stds_counts_and_missing(report_dir):
     assert row("S", "macro_f1")["100"] == "80.0 ± 0.0"
     assert row("S+C", "macro_f1")["5"] == "67.0 ± 3.0"
     assert row("S+C", "macro_f1")["100"] == "78.0 ± 0.0 (n=1)"
-    assert row("S", "macro_f1")["10"] == "–"
+    assert row("S", "macro_f1")["10"] == "60.0 ± 0.0 (n=1)"
+    assert row("S+C", "macro_f1")["10"] == "–"
+    assert list(table.columns[-3:]) == ["5", "10", "100"]  # only s values that some run has
     assert "S+C*" not in set(table["mode"])  # unfinished runs are not results
     summary = pd.read_csv(report_dir / "tables" / "segmentation_summary.csv")
     s5 = summary[(summary["mode"] == "S") & (summary["metric"] == "macro_f1") & (summary["x"] == 5)].iloc[0]
@@ -85,9 +89,9 @@ def test_segmentation_table_exact_means_stds_counts_and_missing(report_dir):
 
 
 def test_classification_table_and_confusion(report_dir):
-    table = pd.read_csv(report_dir / "tables" / "table_d4_classification.csv", dtype=str)
-    assert table.iloc[0]["50"] == "75.0 ± 5.0" and table.iloc[0]["10"] == "45.0 ± 5.0"
-    assert table.iloc[0]["25"] == "–"
+    table = pd.read_csv(report_dir / "tables" / "table_d4_classification.csv", dtype=str).set_index("mode")
+    assert table.loc["S2+C2", "50"] == "75.0 ± 5.0" and table.loc["S2+C2", "10"] == "45.0 ± 5.0"
+    assert table.loc["S2*+C2", "10"] == "30.0 ± 0.0 (n=1)" and table.loc["S2*+C2", "50"] == "–"
     rows = json.loads((report_dir / "tables" / "table1_confusion.json").read_text())
     assert rows[0]["matrix"][0] == [10, 2, 0, 0] and rows[0]["accuracy"] == pytest.approx(75.0)
 

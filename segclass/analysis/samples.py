@@ -45,7 +45,7 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
         xs = sorted(frame["x"].unique())
         if not modes or not xs:
             continue
-        figure, axes = plt.subplots(len(modes) + 1, len(xs), figsize=(2.2 * len(xs), 2.2 * (len(modes) + 1)),
+        figure, axes = plt.subplots(len(modes) + 1, len(xs), figsize=(max(2.2 * len(xs), 5.5), 2.2 * (len(modes) + 1)),
                                     squeeze=False)
         names = class_names_of.get(dataset, [])
         truth_shown = False
@@ -71,7 +71,7 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
                 axes[0][column].set_title(f"s = {x:g}%", fontsize=9)
             axes[0][column].axis("off")
         axes[0][0].text(3, 12, "ground truth", fontsize=8, bbox={"facecolor": "white", "alpha": 0.7, "pad": 1})
-        figure.suptitle(f"sample outputs: {dataset}, seed {seed} (variant {variant}, budget {budget})")
+        figure.suptitle(f"sample outputs: {dataset}, seed {seed}\n(variant {variant}, budget {budget})", fontsize=10)
         figure.tight_layout()
         base = out_dir / f"samples_{dataset}_{variant}_{budget}"
         base.parent.mkdir(parents=True, exist_ok=True)

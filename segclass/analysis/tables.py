@@ -2,7 +2,8 @@
 
 Cells are `mean ± std` over seeds in percent (std with ddof=0, as numpy's
 default); a cell with fewer seeds than planned shows its count, a grid point
-without runs shows an empty mark.
+without runs shows an empty mark. Columns are the grid's s (or c) values that
+any run has.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def segmentation_table(runs: pd.DataFrame, planned_seeds: int, xs: list[float] |
     """(Table D.5 as formatted cells, the long numeric summary)."""
     seg = runs[runs["study"] == "segmentation"] if not runs.empty else runs
     summary = summarize(seg, SEG_METRICS)
-    xs = xs or [f * 100 for f in SEG_FRACTIONS]
+    xs = xs or _present(summary, SEG_FRACTIONS)
     return wide_table(summary, xs, planned_seeds, ["dataset", "variant", "budget", "mode", "metric"]), summary
 
 
@@ -69,8 +70,15 @@ def classification_table(runs: pd.DataFrame, planned_seeds: int, xs: list[float]
     """(Table D.4 as formatted cells, the long numeric summary)."""
     cls = runs[runs["study"] == "classification"] if not runs.empty else runs
     summary = summarize(cls, CLS_METRICS)
-    xs = xs or [f * 100 for f in CLS_FRACTIONS]
+    xs = xs or _present(summary, CLS_FRACTIONS)
     return wide_table(summary, xs, planned_seeds, ["dataset", "variant", "budget", "mode", "metric"]), summary
+
+
+def _present(summary: pd.DataFrame, grid: tuple[float, ...]) -> list[float]:
+    """The grid's x values (percent) that some run has, in grid order, plus any off-grid ones."""
+    found = {round(x, 4) for x in summary["x"]} if not summary.empty else set()
+    on_grid = [round(f * 100, 4) for f in grid]
+    return [x for x in on_grid if x in found] + sorted(found - set(on_grid))
 
 
 def write_table(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
