@@ -121,6 +121,10 @@ class Tracker:
         self._runs[point.key] = run_id
         return run_id
 
+    def is_finished(self, point: GridPoint) -> bool:
+        """True when the point's run was already finished before this tracker touched it, or by it."""
+        return point.key in self._finished
+
     def log_epoch(self, point: GridPoint, epoch: int, metrics: dict[str, Any]) -> bool:
         """Log one epoch's metrics unless that epoch is already in the run (a replayed epoch)."""
         run_id = self._runs[point.key]

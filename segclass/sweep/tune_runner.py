@@ -41,8 +41,13 @@ EPOCH_METRIC_KEYS = ("epoch", "images_per_second", "epoch_seconds", "train_secon
 # ---------------------------------------------------------------------------
 # the trial (runs in a Ray worker)
 # ---------------------------------------------------------------------------
-def run_trial(config: dict[str, Any], data=None) -> None:
-    """One grid point: train, report each epoch, report the final test metrics."""
+def run_trial(config: dict[str, Any], data=None, finished_keys: frozenset[str] = frozenset()) -> None:
+    """One grid point: train, report each epoch, report the final test metrics.
+
+    A trial whose grid point already has a finished MLflow run (Tune's last
+    snapshot before a killed driver can lag behind the trial) reports done at
+    once instead of training again.
+    """
     import ray
     import torch
     from ray import tune
@@ -53,6 +58,9 @@ def run_trial(config: dict[str, Any], data=None) -> None:
     started = time.time()
     point = GridPoint.from_key(config["key"])
     epochs = int(config["epochs"])
+    if point.key in finished_keys:
+        tune.report({"final": 1.0, "already_finished": 1.0, "epoch": float(epochs)})
+        return
     train_config = point.train_config(epochs=epochs, batch_size=int(config["batch_size"]),
                                       pretrained=config.get("pretrained"))
     run_dir = Path(tempfile.mkdtemp(prefix="segclass-trial-"))
@@ -135,6 +143,8 @@ def _callback_class():
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             point = self._point(trial)
+            if self.tracker.is_finished(point):
+                return
             checkpoint = trial.checkpoint
             if checkpoint is None:
                 log.warning("%s finished without a checkpoint; its MLflow run stays open", point.run_name)
@@ -240,8 +250,12 @@ def run_sweep(options: SweepOptions) -> SweepSummary:
     if gpus is None:
         gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     data = read_cache(cache)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data),
-                                    {"cpu": options.cpus_per_trial, "gpu": gpus})
+    finished_before = frozenset(tracker.finished_keys(points))
+
+    def trainable_for(finished_keys: frozenset[str]):
+        return tune.with_resources(tune.with_parameters(run_trial, data=data, finished_keys=finished_keys),
+                                   {"cpu": options.cpus_per_trial, "gpu": gpus})
+
     static = {"epochs": options.preset.epochs, "batch_size": options.batch_size, "pretrained": options.pretrained,
               "checkpoint_every": options.checkpoint_every, "threads": max(1, int(options.cpus_per_trial)),
               "data_fingerprint": fingerprint}
@@ -262,7 +276,8 @@ def run_sweep(options: SweepOptions) -> SweepSummary:
                     experiment_path)
     if tune.Tuner.can_restore(experiment_path):
         log.info("restoring Tune experiment %s", experiment_path)
-        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(experiment_path, trainable=trainable_for(finished_before),
+                                   resume_unfinished=True, resume_errored=True)
         _collect(tuner.fit(), summary)
         summary.experiments.append(experiment_path)
 
@@ -274,7 +289,7 @@ def run_sweep(options: SweepOptions) -> SweepSummary:
     if todo:
         name = _fresh_name(storage, options.name)
         tuner = tune.Tuner(
-            trainable,
+            trainable_for(frozenset()),
             param_space={**static, "key": tune.grid_search([p.key for p in todo])},
             run_config=run_config(name),
         )
