@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from segclass.analysis.figures import save_figure
+
 MODE_STYLE = {"S": ("tab:red", "x"), "S+C": ("tab:blue", "o"), "S+C*": ("tab:green", "s"),
               "S2+C2": ("tab:blue", "o"), "S2+C2*": ("tab:green", "s"), "S2*+C2": ("tab:red", "x")}
 METRIC_LABEL = {"macro_f1": "macro F1", "paper_micro_f1": "paper-micro F1", "accuracy": "accuracy"}
@@ -66,11 +68,5 @@ def plot_curves(normalized: pd.DataFrame, metrics: list[str], title: str, x_labe
             axis.grid(alpha=0.3)
             axis.legend(fontsize=8)
         figure.suptitle(f"{title}: {dataset} (variant {variant}, budget {budget})")
-        figure.tight_layout()
-        base = stem.with_name(f"{stem.name}_{dataset}_{variant}_{budget}")
-        base.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in (".png", ".svg"):
-            figure.savefig(base.with_suffix(suffix), dpi=110)
-            paths.append(base.with_suffix(suffix))
-        plt.close(figure)
+        paths += save_figure(figure, stem.with_name(f"{stem.name}_{dataset}_{variant}_{budget}"))
     return paths

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from segclass.analysis.figures import save_figure
 from segclass.analysis.runs import artifact_path
 
 BACH_COLOURS = np.array([[255, 255, 255], [220, 30, 30], [30, 170, 30], [30, 60, 220]], np.uint8)
@@ -72,13 +73,7 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
             axes[0][column].axis("off")
         axes[0][0].text(3, 12, "ground truth", fontsize=8, bbox={"facecolor": "white", "alpha": 0.7, "pad": 1})
         figure.suptitle(f"sample outputs: {dataset}, seed {seed}\n(variant {variant}, budget {budget})", fontsize=10)
-        figure.tight_layout()
-        base = out_dir / f"samples_{dataset}_{variant}_{budget}"
-        base.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in (".png", ".svg"):
-            figure.savefig(base.with_suffix(suffix), dpi=110)
-            paths.append(base.with_suffix(suffix))
-        plt.close(figure)
+        paths += save_figure(figure, out_dir / f"samples_{dataset}_{variant}_{budget}")
     return paths
 
 
