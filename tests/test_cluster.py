@@ -95,7 +95,7 @@ def test_sweep_survives_a_worker_raylet_dying(tmp_path, tiny_root, two_raylets):
 
 def test_fractional_gpus_pack_four_trials_at_once(tmp_path, tiny_root):
     _sweep(tmp_path, tiny_root, "--num-gpus", "1", "--num-cpus", "4", "--gpus-per-trial", "0.25",
-           "--epochs", "2", name="packed")
+           "--epochs", "2", name="packed", env={"SEGCLASS_SLOW_EPOCH_S": "1"})
     finals = _final_results(tmp_path / "tune" / "packed")
     assert len(finals) == 4 and {r["device"] for r in finals} == {"cpu"}
     # the largest number of trials running at one moment

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Set to a folder to make each trial fail once after its first epoch (fault-injection for tests).
 FAULT_ENV = "SEGCLASS_FAULT_ONCE_DIR"
+#: Seconds each trial waits after every epoch report (widens timing windows in kill tests).
+SLOW_EPOCH_ENV = "SEGCLASS_SLOW_EPOCH_S"
 EPOCH_METRIC_PREFIXES = ("train_", "val_")
 EPOCH_METRIC_KEYS = ("epoch", "images_per_second", "epoch_seconds", "train_seconds")
 
@@ -71,6 +73,7 @@ def run_trial(config: dict[str, Any], data=None, finished_keys: frozenset[str] =
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     every = max(1, int(config.get("checkpoint_every", 1)))
     fault_dir = os.environ.get(FAULT_ENV)
+    slow_epoch = float(os.environ.get(SLOW_EPOCH_ENV, "0"))
 
     def on_epoch(metrics: dict[str, Any]) -> None:
         epoch = int(metrics["epoch"])
@@ -80,6 +83,8 @@ def run_trial(config: dict[str, Any], data=None, finished_keys: frozenset[str] =
             tune.report(scalars, checkpoint=tune.Checkpoint.from_directory(str(run_dir)))
         else:
             tune.report(scalars)
+        if slow_epoch:
+            time.sleep(slow_epoch)
         if fault_dir:
             marker = Path(fault_dir) / point.key.replace("|", "_").replace("=", "")
             if not marker.exists():
