@@ -161,3 +161,21 @@ def test_cli_help():
         text = subprocess.run([sys.executable, str(ROOT / "analysis" / script), "--help"], capture_output=True,
                               text=True, check=True).stdout
         assert "--mlflow-uri" in text and "--with-paper" in text
+
+
+def test_default_view_and_variant_comparison(tmp_path):
+    from segclass.analysis.tables import SEG_METRICS, comparison_table, default_view, summarize
+
+    runs = pd.DataFrame([
+        {"dataset": "d", "variant": v, "budget": b, "mode": "S+C", "x": 5.0, "seed": seed,
+         "test_macro_f1": value, "test_paper_micro_f1": value}
+        for v, b, seed, value in (("paper", "paper", 1, 0.4), ("paper", "paper", 2, 0.6),
+                                  ("released-code", "paper", 1, 0.7), ("paper", "equal", 1, 0.5))])
+    summary = summarize(runs, SEG_METRICS)
+    assert set(default_view(summary)["variant"]) == {"paper"} and set(default_view(summary)["budget"]) == {"paper"}
+    table = comparison_table(summary, planned_seeds=2)
+    row = table[table["metric"] == "macro_f1"].iloc[0]
+    assert list(table.columns[4:]) == ["paper / paper", "paper / equal", "released-code / paper"]
+    assert row["paper / paper"] == "50.0 ± 10.0"
+    assert row["released-code / paper"] == "70.0 ± 0.0 (n=1)"
+    assert row["x"] == "5"

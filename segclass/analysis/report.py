@@ -32,14 +32,25 @@ class Report:
 
 
 def build_tables(runs: pd.DataFrame, options: ReportOptions) -> tuple[list[Path], pd.DataFrame, pd.DataFrame]:
+    """Tables D.5 and D.4 in the paper's setting, with every arm, and arms side by side."""
     planned = options.seeds or tables.seeds_planned(runs)
-    seg_table, seg_summary = tables.segmentation_table(runs, planned)
-    cls_table, cls_summary = tables.classification_table(runs, planned)
+    seg_all, seg_summary = tables.segmentation_table(runs, planned)
+    cls_all, cls_summary = tables.classification_table(runs, planned)
     out = options.out_dir / "tables"
-    files = tables.write_table(seg_table, out / "table_d5_segmentation",
-                               "Table D.5 (ours): test F1 in percent, mean ± std over seeds; columns are s (%).")
-    files += tables.write_table(cls_table, out / "table_d4_classification",
-                                "Table D.4 (ours): held-out classification accuracy in percent; columns are c (%).")
+    files = []
+    for name, summary, everything, what in (
+        ("table_d5_segmentation", seg_summary, seg_all, "Table D.5 (ours): test F1 in percent, mean ± std over seeds; "
+                                                          "columns are s (%)"),
+        ("table_d4_classification", cls_summary, cls_all, "Table D.4 (ours): held-out classification accuracy in "
+                                                            "percent; columns are c (%)"),
+    ):
+        xs = [float(c) for c in everything.columns if c not in ("dataset", "variant", "budget", "mode", "metric")]
+        paper_view = tables.wide_table(tables.default_view(summary), xs, planned,
+                                       ["dataset", "variant", "budget", "mode", "metric"])
+        files += tables.write_table(paper_view, out / name, f"{what}. Variant paper, budget paper.")
+        files += tables.write_table(everything, out / f"{name}_all", f"{what}. Every variant and budget.")
+        files += tables.write_table(tables.comparison_table(summary, planned), out / f"{name}_comparison",
+                                    f"{what}. Variants and budgets side by side at each value.")
     seg_summary.to_csv(out / "segmentation_summary.csv", index=False)
     cls_summary.to_csv(out / "classification_summary.csv", index=False)
     return files + [out / "segmentation_summary.csv", out / "classification_summary.csv"], seg_summary, cls_summary

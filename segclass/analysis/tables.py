@@ -74,6 +74,27 @@ def classification_table(runs: pd.DataFrame, planned_seeds: int, xs: list[float]
     return wide_table(summary, xs, planned_seeds, ["dataset", "variant", "budget", "mode", "metric"]), summary
 
 
+def comparison_table(summary: pd.DataFrame, planned_seeds: int) -> pd.DataFrame:
+    """Variants and budgets side by side: rows (dataset, mode, metric, x), a column per (variant, budget)."""
+    keys = ["dataset", "mode", "metric", "x"]
+    if summary.empty:
+        return pd.DataFrame(columns=keys)
+    frame = summary.assign(arm=summary["variant"] + " / " + summary["budget"],
+                           text=[cell(m, s, n, planned_seeds) for m, s, n in zip(summary["mean"], summary["std"], summary["n"])])
+    table = frame.pivot_table(index=keys, columns="arm", values="text", aggfunc="first").reset_index()
+    arms = sorted(set(frame["arm"]), key=lambda arm: (arm != "paper / paper", arm))
+    table = table.reindex(columns=keys + arms).fillna(EMPTY)
+    table["x"] = [percent(x / 100) for x in table["x"]]
+    return table.sort_values(keys[:3], kind="stable")
+
+
+def default_view(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper's setting only: variant `paper`, budget `paper`."""
+    if summary.empty:
+        return summary
+    return summary[(summary["variant"] == "paper") & (summary["budget"] == "paper")]
+
+
 def _present(summary: pd.DataFrame, grid: tuple[float, ...]) -> list[float]:
     """The grid's x values (percent) that some run has, in grid order, plus any off-grid ones."""
     found = {round(x, 4) for x in summary["x"]} if not summary.empty else set()
