@@ -42,11 +42,6 @@ class ConfusionMatrix:
         index = target.astype(np.int64) * self.num_classes + prediction.astype(np.int64)
         self.counts += np.bincount(index, minlength=self.num_classes**2).reshape(self.counts.shape)
 
-    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
-        merged = ConfusionMatrix(self.num_classes)
-        merged.counts = self.counts + other.counts
-        return merged
-
     # -- derived quantities -------------------------------------------------
     @property
     def true_positives(self) -> np.ndarray:

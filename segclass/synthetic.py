@@ -50,8 +50,7 @@ from segclass.errors import DatasetError
 log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("normal", "benign", "in_situ", "invasive")
-#: Microns per pixel at the working magnification (1.25x) and at pyramid level 0 (2.5x).
-WORKING_MPP = 8.0
+#: Microns per pixel at pyramid level 0 (2.5x); the rendered pixels sit at 1.25x (8 um/px).
 LEVEL0_MPP = 4.0
 FORMAT_VERSION = 1
 
