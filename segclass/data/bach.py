@@ -141,7 +141,7 @@ def load_bach(root: Path, params, report) -> DatasetArrays:
     if missing:
         raise DatasetError(f"slides {', '.join(missing)} named in the split are not in {wsi}")
     loaded = {name: read_slide_with_mask(path, params)
-              for name, path in tqdm(slides.items(), desc="BACH slides", unit="slide", leave=False)}
+              for name, path in tqdm(slides.items(), desc="BACH slides", unit="slide", leave=False, disable=None)}
     train = [loaded[name] for name in params.train_slides]
     others = [name for name in slides if name not in params.train_slides]
     val_names = list(params.val_slides) or [
@@ -156,7 +156,7 @@ def load_bach(root: Path, params, report) -> DatasetArrays:
 
     seg = extract_centred(train, params, report)
     cls = PatchTable.empty()
-    for path, label in tqdm(sorted(read_photo_labels(photos).items()), desc="BACH photos", unit="photo", leave=False):
+    for path, label in tqdm(sorted(read_photo_labels(photos).items()), desc="BACH photos", unit="photo", leave=False, disable=None):
         try:
             with Image.open(path) as photo:
                 rgb = np.asarray(photo.convert("RGB"))

@@ -159,7 +159,7 @@ def normalize_stains(arrays: DatasetArrays, report: BuildReport) -> DatasetArray
     source = "seg" if len(arrays.seg_images) else "cls"
     normalizer = StainNormalizer().fit(candidates[reference], f"{source} patch #{reference}")
     bar = tqdm(total=len(arrays.seg_images) + len(arrays.cls_images) + len(arrays.val) + len(arrays.test),
-               desc="stain normalization", unit="img", leave=False)
+               desc="stain normalization", unit="img", leave=False, disable=None)
 
     def many(images: np.ndarray, prefix: str) -> np.ndarray:
         out = normalizer.normalize_many(images, [f"{prefix} #{i}" for i in range(len(images))]) if len(images) else images

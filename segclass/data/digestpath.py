@@ -33,7 +33,7 @@ def load_digestpath(root: Path, params, report) -> DatasetArrays:
     items = []
     pos_images = sorted(p for p in positive.glob("*.jpg") if not p.stem.endswith("_mask"))
     neg_images = sorted(negative.glob("*.jpg")) if negative.is_dir() else []
-    for path in tqdm(pos_images + neg_images, desc="DigestPath images", unit="image", leave=False):
+    for path in tqdm(pos_images + neg_images, desc="DigestPath images", unit="image", leave=False, disable=None):
         with Image.open(path) as image:
             rgb = np.asarray(image.convert("RGB"))
         if path.parent == positive:

@@ -62,7 +62,7 @@ def extract_centred(items: Iterable[EvalImage], params, report) -> PatchTable:
     table = PatchTable.empty()
     size = params.patch_size
     items = list(items)
-    for item in tqdm(items, desc="centred extraction", unit="image", leave=False):
+    for item in tqdm(items, desc="centred extraction", unit="image", leave=False, disable=None):
         fractions = window_fractions(_tissue(item, params), size) if params.min_foreground > 0 else None
         for center in component_centers(item.mask, size):
             patch = crop_centered(item.rgb, center.row, center.col, size, fill=255)
@@ -81,7 +81,7 @@ def extract_tiles(items: Iterable[EvalImage], num_classes: int, params, report) 
     seg, cls = PatchTable.empty(), PatchTable.empty()
     size = params.patch_size
     items = list(items)
-    for item in tqdm(items, desc="tiling", unit="image", leave=False):
+    for item in tqdm(items, desc="tiling", unit="image", leave=False, disable=None):
         fractions = window_fractions(_tissue(item, params), size) if params.min_foreground > 0 else None
         for tile in tile_mask(item.mask, num_classes, size, params.dominant_share):
             if fractions is not None and fractions[tile.top, tile.left] < params.min_foreground:

@@ -85,7 +85,7 @@ def load_folder_dataset(root: Path, params, report, name: str = "folder") -> Dat
     def load_split(split: str) -> list[EvalImage]:
         pairs = image_mask_pairs(root / split)
         return [load_eval_image(i, m, c, params.magnification)
-                for i, m in tqdm(pairs, desc=f"reading {split}/", unit="image", leave=False)]
+                for i, m in tqdm(pairs, desc=f"reading {split}/", unit="image", leave=False, disable=None)]
 
     if not (root / "seg").is_dir():
         raise DatasetError(f"{root / 'seg'} is missing; put the images with masks in seg/images and seg/masks")
@@ -108,7 +108,7 @@ def load_folder_dataset(root: Path, params, report, name: str = "folder") -> Dat
         folder = cls_root / class_name
         if not folder.is_dir():
             continue
-        for path in tqdm(sorted(folder.iterdir()), desc=f"cls/{class_name}", unit="patch", leave=False):
+        for path in tqdm(sorted(folder.iterdir()), desc=f"cls/{class_name}", unit="patch", leave=False, disable=None):
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 cls.add(_read_patch(path, params.patch_size), None, label, str(path.relative_to(root)), 0, 0)
     return assemble(name, class_names, seg, cls, val, test, params.patch_size)

@@ -63,7 +63,7 @@ def load_gleason(root: Path, params, report) -> DatasetArrays:
     maps = maps_folder(root, params.annotator)
     table = dict(params.class_map or DEFAULT_CLASS_MAP)
     items, skipped = [], []
-    for image_path in tqdm(sorted(images_dir.glob("*.jpg")), desc="Gleason cores", unit="core", leave=False):
+    for image_path in tqdm(sorted(images_dir.glob("*.jpg")), desc="Gleason cores", unit="core", leave=False, disable=None):
         map_path = maps / f"{image_path.stem}_classimg_nonconvex.png"
         if not map_path.is_file():
             skipped.append(image_path.name)
