@@ -26,7 +26,7 @@ from segclass.grid import PRESETS, STUDIES, customise, get_preset  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python sweeps/full_grid.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
+    presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()).replace("%", "%%")
     parser.add_argument("--preset", default="quick", choices=list(PRESETS), help=f"which grid to run ({presets})")
     parser.add_argument("--address", default=None,
                         help="Ray cluster to join: 'auto' finds the one `ray start --head` started on this machine, "

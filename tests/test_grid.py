@@ -44,3 +44,25 @@ def test_customise_and_unknown_preset():
     assert smoke.seg_fractions == get_preset("smoke").seg_fractions
     with pytest.raises(ConfigError, match="choose one of paper, quick, smoke"):
         get_preset("huge")
+
+
+def test_sweep_cli_help_explains_every_flag():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "sweeps" / "full_grid.py"
+    text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    for flag in ("--address", "--dataset", "--data-root", "--preset", "--study", "--modes", "--fractions", "--seeds",
+                 "--variants", "--budgets", "--epochs", "--gpus-per-trial", "--cpus-per-trial", "--storage",
+                 "--mlflow-uri", "--name", "--resume", "--max-failures", "--checkpoint-every"):
+        assert flag in text
+    assert "quick" in text and "smoke" in text
+
+
+def test_analysis_and_data_cli_help():
+    import subprocess
+    import sys
+
+    for module in (["-m", "segclass.data", "build", "--help"], ["-m", "segclass.data", "--help"]):
+        subprocess.run([sys.executable, *module], capture_output=True, text=True, check=True)
