@@ -60,17 +60,12 @@ def predict_logits(
 def evaluate_images(
     model: torch.nn.Module, images: Iterable[EvalImage], num_classes: int, class_names: Sequence[str],
     patch_size: int = 128, stride: int = 64, device: str | torch.device = "cpu", prefix: str = "",
-    keep_predictions: bool = False,
-) -> tuple[dict, list[np.ndarray]]:
+) -> dict:
     """Pixel metrics over all `images` pooled into one confusion matrix."""
     matrix = ConfusionMatrix(num_classes)
-    predictions = []
     for item in images:
-        prediction = predict_logits(model, item.rgb, patch_size, stride, device=device).argmax(0).numpy()
-        matrix.update(item.mask, prediction)
-        if keep_predictions:
-            predictions.append(prediction.astype(np.uint8))
-    return matrix.summary(list(class_names), prefix=prefix), predictions
+        matrix.update(item.mask, predict_logits(model, item.rgb, patch_size, stride, device=device).argmax(0).numpy())
+    return matrix.summary(list(class_names), prefix=prefix)
 
 
 @torch.no_grad()

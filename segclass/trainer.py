@@ -231,10 +231,9 @@ def train(
 
     # the loop ----------------------------------------------------------------
     def evaluate(prefix: str, images) -> dict[str, Any]:
-        metrics, _ = evaluate_images(
+        return evaluate_images(
             model, images, data.num_classes, data.class_names, config.patch_size, config.eval_stride, target, prefix
         )
-        return metrics
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
