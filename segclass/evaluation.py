@@ -29,6 +29,12 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
 
 
 @torch.no_grad()
+def window_logits(model: torch.nn.Module, windows: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """N x C x P x P float32 mask logits (on the CPU) of N x P x P x 3 uint8 windows."""
+    return model.forward_masks(normalize(to_input(torch.from_numpy(windows))).to(device)).float().cpu()
+
+
+@torch.no_grad()
 def predict_logits(
     model: torch.nn.Module, rgb: np.ndarray, patch_size: int = 128, stride: int = 64,
     batch_size: int = 32, device: str | torch.device = "cpu",
@@ -46,12 +52,11 @@ def predict_logits(
     for first in range(0, len(corners), batch_size):
         chunk = corners[first : first + batch_size]
         # np.stack copies, so read-only arrays (shared memory, object store) are fine
-        windows = torch.from_numpy(np.stack([rgb[y : y + patch_size, x : x + patch_size] for y, x in chunk]))
-        logits = model.forward_masks(normalize(to_input(windows)).to(device)).float().cpu()
+        logits = window_logits(model, np.stack([rgb[y : y + patch_size, x : x + patch_size] for y, x in chunk]), device)
         if logit_sum is None:
             logit_sum = torch.zeros(logits.shape[1], full_h, full_w)
-        for (y, x), window_logits in zip(chunk, logits):
-            logit_sum[:, y : y + patch_size, x : x + patch_size] += window_logits
+        for (y, x), logits_of_window in zip(chunk, logits):
+            logit_sum[:, y : y + patch_size, x : x + patch_size] += logits_of_window
             counts[:, y : y + patch_size, x : x + patch_size] += 1
     assert logit_sum is not None
     return (logit_sum / counts)[:, :height, :width]

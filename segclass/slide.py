@@ -79,28 +79,46 @@ def read_image(path: str | Path, magnification: float = 1.25, scale: float | Non
     which is how slides without resolution tags can still be read.
     """
     path = Path(path)
+    if check_readable(path):
+        return _read_slide(path, magnification, scale)
+    return _read_plain(path, scale or 1.0)
+
+
+def check_readable(path: Path) -> bool:
+    """True for a slide OpenSlide opens, False for a plain image; SlideError for neither."""
     if not path.is_file():
         raise SlideError(f"image file {path} does not exist")
     if is_slide(path):
-        return _read_slide(path, magnification, scale)
+        return True
     if path.suffix.lower() in SLIDE_ONLY_SUFFIXES:
         raise SlideError(
             f"OpenSlide cannot open {path}: it is not a recognised slide (truncated or corrupt copy?); "
             "copy the slide again or remove it from the dataset"
         )
-    return _read_plain(path, scale or 1.0)
+    return False
+
+
+def open_slide(path: Path):
+    """An `openslide.OpenSlide`, with OpenSlide's errors turned into a SlideError naming the file."""
+    import openslide
+
+    try:
+        return openslide.OpenSlide(str(path))
+    except openslide.OpenSlideError as exc:
+        raise SlideError(f"OpenSlide cannot read {path}: {exc}; the file may be truncated or corrupt") from exc
+
+
+def slide_downsample(slide, path: Path, magnification: float, scale: float | None) -> float:
+    """Level-0 pixels per output pixel: from `scale` when given, else from the slide's metadata."""
+    return 1.0 / scale if scale else slide_magnification(dict(slide.properties), path) / magnification
 
 
 def _read_slide(path: Path, magnification: float, scale: float | None) -> LoadedImage:
     import openslide
 
-    try:
-        slide = openslide.OpenSlide(str(path))
-    except openslide.OpenSlideError as exc:
-        raise SlideError(f"OpenSlide cannot read {path}: {exc}; the file may be truncated or corrupt") from exc
-    with slide:
+    with open_slide(path) as slide:
         properties = dict(slide.properties)
-        downsample = 1.0 / scale if scale else slide_magnification(properties, path) / magnification
+        downsample = slide_downsample(slide, path, magnification, scale)
         width0, height0 = slide.dimensions
         target = (max(1, round(width0 / downsample)), max(1, round(height0 / downsample)))
         level = slide.get_best_level_for_downsample(downsample)
@@ -108,7 +126,7 @@ def _read_slide(path: Path, magnification: float, scale: float | None) -> Loaded
             region = slide.read_region((0, 0), level, slide.level_dimensions[level])
         except openslide.OpenSlideError as exc:
             raise SlideError(f"OpenSlide failed reading level {level} of {path}: {exc}") from exc
-    rgb = _flatten_alpha(region)
+    rgb = flatten_alpha(region)
     if rgb.size != target:
         rgb = rgb.resize(target, Image.LANCZOS)
     mpp = properties.get("openslide.mpp-x")
@@ -118,12 +136,11 @@ def _read_slide(path: Path, magnification: float, scale: float | None) -> Loaded
 
 
 def _read_plain(path: Path, scale: float) -> LoadedImage:
-    # Histology photos are legitimately huge; PIL's bomb guard is meant for web uploads.
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 2_000_000_000)
+    allow_large_images()
     try:
         with Image.open(path) as image:
             image.load()
-            rgb = _flatten_alpha(image)
+            rgb = flatten_alpha(image)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise SlideError(f"cannot read image {path}: {exc}") from exc
     size0 = rgb.size
@@ -132,7 +149,12 @@ def _read_plain(path: Path, scale: float) -> LoadedImage:
     return LoadedImage(np.asarray(rgb), 1.0 / scale, size0, None)
 
 
-def _flatten_alpha(image: Image.Image) -> Image.Image:
+def allow_large_images() -> None:
+    """Histology photos are legitimately huge; PIL's bomb guard is meant for web uploads."""
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 2_000_000_000)
+
+
+def flatten_alpha(image: Image.Image) -> Image.Image:
     """RGBA (OpenSlide's transparent background) -> RGB on white."""
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
@@ -145,7 +167,7 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 def read_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """Read a class-id mask and resize it (nearest) to `size` = (width, height)."""
     path = Path(path)
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 2_000_000_000)
+    allow_large_images()
     try:
         with Image.open(path) as image:
             if image.mode not in ("L", "P", "I", "I;16", "1"):
@@ -156,3 +178,38 @@ def read_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
             return np.asarray(mask).astype(np.uint8)
     except OSError as exc:
         raise SlideError(f"cannot read mask {path}: {exc}") from exc
+
+
+def write_pyramidal_tiff(path: Path, image: np.ndarray, mpp: float | None, tile: int = 256) -> None:
+    """Write a tiled, pyramidal, deflate-compressed TIFF that OpenSlide (and QuPath) open.
+
+    `image` is level 0: H x W x 3 RGB, or H x W class ids (then levels are
+    downsampled by nearest neighbour so ids stay ids). Levels halve until the
+    image fits in one tile. With `mpp`, resolution tags in pixels per centimetre
+    become OpenSlide's openslide.mpp-x/y.
+    """
+    import tifffile
+
+    labels = image.ndim == 2
+    levels = [image]
+    while max(levels[-1].shape[:2]) > tile:
+        h, w = levels[-1].shape[:2]
+        levels.append(np.asarray(Image.fromarray(levels[-1]).resize(
+            (max(1, w // 2), max(1, h // 2)), Image.NEAREST if labels else Image.BILINEAR)))
+    with tifffile.TiffWriter(path, bigtiff=image.nbytes > 2**31) as tif:
+        for index, level in enumerate(levels):
+            resolution = {}
+            if mpp:
+                pixels_per_cm = 1e4 / (mpp * 2**index)
+                resolution = {"resolution": (pixels_per_cm, pixels_per_cm), "resolutionunit": "CENTIMETER"}
+            tif.write(
+                level,
+                photometric="minisblack" if labels else "rgb",
+                tile=(tile, tile),
+                compression="zlib",
+                compressionargs={"level": 1},
+                subfiletype=1 if index else 0,
+                description=("segclass class ids" if labels else "segclass synthetic H&E") if index == 0 else None,
+                metadata=None,
+                **resolution,
+            )

@@ -46,6 +46,7 @@ from PIL import Image
 from scipy import ndimage
 
 from segclass.errors import DatasetError
+from segclass.slide import write_pyramidal_tiff
 
 log = logging.getLogger(__name__)
 
@@ -307,36 +308,6 @@ def patch_labels(target: int, size: int, rng: np.random.Generator) -> tuple[np.n
 # ---------------------------------------------------------------------------
 # file writers
 # ---------------------------------------------------------------------------
-def write_pyramidal_tiff(path: Path, rgb: np.ndarray, mpp: float, tile: int = 256) -> None:
-    """Write a tiled, pyramidal, deflate-compressed TIFF that OpenSlide opens.
-
-    `rgb` is level 0. Levels halve until the image fits in one tile. Resolution
-    tags are in pixels per centimetre, which OpenSlide reports as openslide.mpp-x/y.
-    """
-    import tifffile
-
-    levels = [rgb]
-    while max(levels[-1].shape[:2]) > tile:
-        h, w = levels[-1].shape[:2]
-        levels.append(np.asarray(Image.fromarray(levels[-1]).resize((max(1, w // 2), max(1, h // 2)), Image.BILINEAR)))
-    with tifffile.TiffWriter(path, bigtiff=False) as tif:
-        for index, level in enumerate(levels):
-            scale = 2**index
-            pixels_per_cm = 1e4 / (mpp * scale)
-            tif.write(
-                level,
-                photometric="rgb",
-                tile=(tile, tile),
-                compression="zlib",
-                compressionargs={"level": 1},
-                resolution=(pixels_per_cm, pixels_per_cm),
-                resolutionunit="CENTIMETER",
-                subfiletype=1 if index else 0,
-                description="segclass synthetic H&E" if index == 0 else None,
-                metadata=None,
-            )
-
-
 def _upsample(array: np.ndarray, factor: int, resample: int) -> np.ndarray:
     h, w = array.shape[:2]
     return np.asarray(Image.fromarray(array).resize((w * factor, h * factor), resample))

@@ -250,7 +250,7 @@ def train(
         if checkpoint_path:
             save_checkpoint(checkpoint_path, {
                 "config": config.to_dict(), "model_config": dataclasses.asdict(model_config),
-                "class_names": list(data.class_names), "epoch": epoch + 1, "model": model.state_dict(),
+                "class_names": list(data.class_names), "preprocessing": data.preprocessing, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "best": best, "history": history,
                 "rng_torch": torch.get_rng_state(), "segclass_version": segclass.__version__,
             })
@@ -296,16 +296,3 @@ def _check_same_trial(state: dict[str, Any], config: TrainConfig, path: Path) ->
             f"checkpoint {path} belongs to another trial (differs in {', '.join(differing)}); "
             "use a fresh run directory or delete the checkpoint"
         )
-
-
-def load_trained_model(path: str | Path, which: str = "last") -> tuple[SegClassNet, dict[str, Any]]:
-    """Rebuild a model from a checkpoint alone: its config and class names travel with it."""
-    state = load_checkpoint(path)
-    model = SegClassNet(ModelConfig(**state["model_config"]))
-    weights = state["best"]["model"] if which == "best" and state["best"]["model"] is not None else state["model"]
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise CheckpointError(f"weights in {path} do not fit the model its config describes: {exc}") from exc
-    model.eval()
-    return model, state

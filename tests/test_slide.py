@@ -4,7 +4,7 @@ import tifffile
 from PIL import Image
 
 from segclass.slide import SlideError, read_image, read_mask
-from segclass.synthetic import write_pyramidal_tiff
+from segclass.slide import write_pyramidal_tiff
 
 
 def test_slide_read_at_1_25x_uses_metadata(tmp_path):

@@ -8,7 +8,8 @@ from segclass.checkpoint import FILENAME, load_checkpoint
 from segclass.config import TrainConfig
 from segclass.errors import CheckpointError, TrainingError
 from segclass.subsets import select_trial_patches
-from segclass.trainer import IndexCycler, iterations_per_epoch, load_trained_model, train, trial_class_weights
+from segclass.trained import load_trained_model
+from segclass.trainer import IndexCycler, iterations_per_epoch, train, trial_class_weights
 
 FAST = dict(batch_size=4, eval_stride=128, epochs=2)
 

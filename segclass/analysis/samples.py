@@ -2,8 +2,8 @@
 
 Built from the predicted and true masks each trial logged as MLflow
 artifacts; per-sample pixel accuracy in the top-left corner. BACH colours
-(white normal, red benign, green in situ, blue invasive) for BACH-like class
-lists, jet otherwise.
+(white normal, red benign, green in situ, blue invasive), extended by a fixed
+palette for other class lists (`segclass.palette`).
 """
 
 from __future__ import annotations
@@ -16,19 +16,9 @@ from PIL import Image
 
 from segclass.analysis.figures import save_figure
 from segclass.analysis.runs import artifact_path
+from segclass.palette import colourize
 
-BACH_COLOURS = np.array([[255, 255, 255], [220, 30, 30], [30, 170, 30], [30, 60, 220]], np.uint8)
-BACH_CLASSES = ("normal", "benign", "in_situ", "invasive")
 MAX_S = 10.0
-
-
-def colourize(mask: np.ndarray, class_names: list[str]) -> np.ndarray:
-    if tuple(class_names) == BACH_CLASSES:
-        return BACH_COLOURS[np.clip(mask, 0, 3)]
-    import matplotlib
-
-    jet = matplotlib.colormaps["jet"]
-    return (jet(mask / max(1, len(class_names) - 1))[..., :3] * 255).astype(np.uint8)
 
 
 def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_dir: Path) -> list[Path]:
@@ -60,14 +50,14 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
                 prediction, truth = _masks(match.iloc[0]["artifact_uri"])
                 if prediction is None:
                     continue
-                axis.imshow(colourize(prediction, names))
+                axis.imshow(colourize(prediction, len(names)))
                 accuracy = float((prediction == truth).mean())
                 axis.text(3, 12, f"{accuracy:.2f}", fontsize=8, color="black",
                           bbox={"facecolor": "white", "alpha": 0.7, "pad": 1})
                 if column == 0:
                     axis.set_title(mode, fontsize=9, loc="left")
                 if not truth_shown:
-                    axes[0][0].imshow(colourize(truth, names))
+                    axes[0][0].imshow(colourize(truth, len(names)))
                     truth_shown = True
                 axes[0][column].set_title(f"s = {x:g}%", fontsize=9)
             axes[0][column].axis("off")

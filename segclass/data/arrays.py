@@ -36,6 +36,9 @@ class DatasetArrays:
     seg_coords: np.ndarray | None = None
     cls_sources: np.ndarray | None = None
     cls_coords: np.ndarray | None = None
+    # how whole images were turned into model input (magnification, foreground, stain reference);
+    # trained models carry it so prediction on new slides repeats it
+    preprocessing: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

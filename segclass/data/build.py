@@ -56,6 +56,7 @@ class BuildReport:
 
     notes: list[str] = field(default_factory=list)
     stain: dict[str, Any] = field(default_factory=dict)
+    stain_reference: dict[str, Any] | None = None  # fitted Macenko reference (StainNormalizer.state)
     dropped_background: int = 0
     empty_classes: dict[str, list[str]] = field(default_factory=dict)
 
@@ -126,12 +127,20 @@ def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: Bui
     seconds = time.perf_counter() - started
     write_cache(arrays, out_dir, params.to_dict(), expected, extra={
         "source_root": str(root.resolve()), "report": report.to_dict(),
+        "preprocessing": preprocessing_record(params, report),
         "build_seconds": round(seconds, 2), "patches_per_second": round(patches / seconds, 1) if seconds else None,
     })
     for note in report.notes:
         log.warning("%s", note)
     log.info("built %s: %d patches in %.1fs into %s", dataset, patches, seconds, out_dir)
     return out_dir
+
+
+def preprocessing_record(params: BuildParams, report: BuildReport) -> dict[str, Any]:
+    """What prediction must repeat to feed new images to a model trained on this cache."""
+    return {"magnification": params.magnification, "patch_size": params.patch_size,
+            "saturation_threshold": params.saturation_threshold, "opening_radius": params.opening_radius,
+            "stain_reference": report.stain_reference}
 
 
 def _check_classes(arrays: DatasetArrays, report: BuildReport) -> None:
@@ -179,6 +188,7 @@ def normalize_stains(arrays: DatasetArrays, report: BuildReport) -> DatasetArray
     )
     bar.close()
     report.stain = normalizer.report()
+    report.stain_reference = normalizer.state()
     if normalizer.failures:
         report.notes.append(
             f"stain normalization failed for {len(normalizer.failures)} of {normalizer.attempts} images "

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from segclass.data.arrays import DatasetArrays, EvalImage
 from segclass.data.tiled import resize_pair, tiled_dataset
 from segclass.errors import DatasetError
+from segclass.slide import allow_large_images
 
 CLASS_NAMES = ("benign", "malignant")
 POSITIVE, NEGATIVE = "tissue-train-pos-v1", "tissue-train-neg"
@@ -29,7 +30,7 @@ def load_digestpath(root: Path, params, report) -> DatasetArrays:
     positive, negative = root / POSITIVE, root / NEGATIVE
     if not positive.is_dir():
         raise DatasetError(f"{positive} is missing; point --root at the DigestPath2019 folder holding {POSITIVE}/")
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 2_000_000_000)  # 5000 px images are expected
+    allow_large_images()  # 5000 px images are expected
     items = []
     pos_images = sorted(p for p in positive.glob("*.jpg") if not p.stem.endswith("_mask"))
     neg_images = sorted(negative.glob("*.jpg")) if negative.is_dir() else []

@@ -34,7 +34,7 @@ import segclass
 from segclass.data.arrays import DatasetArrays, EvalImage
 from segclass.errors import DatasetError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifest records the preprocessing (stain reference) models need
 MANIFEST = "manifest.json"
 SHARD_ROWS = 1024
 #: Rows per HDF5 chunk: one patch, so a random batch decompresses only its own rows.
@@ -243,6 +243,7 @@ def read_cache(cache_dir: str | Path, verify: bool = True) -> DatasetArrays:
         seg_coords=joined("seg", "coords", np.zeros((0, 2), np.int32)),
         cls_sources=joined("cls", "source", np.zeros(0, object)),
         cls_coords=joined("cls", "coords", np.zeros((0, 2), np.int32)),
+        preprocessing=manifest.get("preprocessing", {}),
     )
     arrays.validate()
     return arrays

@@ -6,6 +6,12 @@ images with too little stained tissue to estimate two stain vectors raise a
 named error instead of returning garbage, and `StainNormalizer.normalize_many`
 counts such failures and keeps those images unnormalized, so a build can
 report them rather than skip them silently.
+
+A fitted reference travels with every trained model (`state`/`from_state`), so
+prediction on new slides sees the colours the network was trained on. A whole
+slide is never normalized band by band with per-band stain estimates (bands
+would disagree); its stain vectors are estimated once (`estimate_stains`, on a
+thumbnail) and every band is mapped with them (`normalize_with`).
 """
 
 from __future__ import annotations
@@ -71,6 +77,35 @@ class StainNormalizer:
             raise StainNormalizationError(f"stain normalization of {name} failed: {exc}") from exc
         return normalized
 
+    def state(self) -> dict:
+        """The fitted reference as plain lists (stored in manifests and checkpoints)."""
+        if not self._fitted:
+            raise StainNormalizationError("StainNormalizer.fit must be called before state()")
+        return {"reference": self.reference_name, "stain_matrix": self._macenko.HERef.tolist(),
+                "max_concentrations": self._macenko.maxCRef.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "StainNormalizer":
+        normalizer = cls(reference_name=state.get("reference", ""))
+        normalizer._macenko.HERef = np.asarray(state["stain_matrix"], np.float64)
+        normalizer._macenko.maxCRef = np.asarray(state["max_concentrations"], np.float64)
+        normalizer._fitted = True
+        return normalizer
+
+    def normalize_with(self, rgb: np.ndarray, source: "SourceStains") -> np.ndarray:
+        """Map `rgb` to the reference using stain vectors estimated elsewhere (the whole slide).
+
+        The same algebra as torchstain's Macenko `normalize`, minus its per-image estimate.
+        """
+        if not self._fitted:
+            raise StainNormalizationError("StainNormalizer.fit must be called with a reference image first")
+        height, width, _ = rgb.shape
+        optical_density = -np.log((rgb.reshape(-1, 3).astype(np.float64) + 1) / LIGHT_INTENSITY)
+        concentrations = np.linalg.lstsq(source.stain_matrix, optical_density.T, rcond=None)[0]
+        concentrations /= (source.max_concentrations / self._macenko.maxCRef)[:, None]
+        out = np.minimum(LIGHT_INTENSITY * np.exp(-self._macenko.HERef @ concentrations), 255)
+        return out.T.reshape(height, width, 3).astype(np.uint8)
+
     def normalize_many(self, images: np.ndarray, names: list[str] | None = None) -> np.ndarray:
         """Normalize a stack; images that fail are kept as they are and recorded in `failures`."""
         out = images.copy()
@@ -96,6 +131,28 @@ class StainNormalizer:
             raise StainNormalizationError(
                 f"{name}: fewer than {MIN_TISSUE_PIXELS} stained pixels, too little tissue to estimate stain vectors"
             )
+
+
+@dataclass(frozen=True)
+class SourceStains:
+    """Stain vectors and 99th-percentile concentrations of one image or slide."""
+
+    stain_matrix: np.ndarray  # 3 x 2 optical-density directions of haematoxylin and eosin
+    max_concentrations: np.ndarray  # 2
+
+
+def estimate_stains(rgb: np.ndarray, name: str = "image") -> SourceStains:
+    """Macenko stain vectors of `rgb` (a slide's thumbnail, say), by torchstain's estimator."""
+    from torchstain.numpy.normalizers import NumpyMacenkoNormalizer
+
+    StainNormalizer._check(rgb, name)
+    estimator = NumpyMacenkoNormalizer()
+    with np.errstate(all="raise"):
+        try:
+            estimator.fit(rgb, Io=LIGHT_INTENSITY, beta=OD_THRESHOLD)
+        except (FloatingPointError, np.linalg.LinAlgError, ValueError) as exc:
+            raise StainNormalizationError(f"cannot estimate stain vectors of {name}: {exc}") from exc
+    return SourceStains(np.asarray(estimator.HERef, np.float64), np.asarray(estimator.maxCRef, np.float64))
 
 
 def pick_reference(images: list[np.ndarray]) -> int:

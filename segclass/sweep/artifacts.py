@@ -1,4 +1,9 @@
-"""What a finished trial leaves for people to look at: confusion matrix and predicted masks."""
+"""What a finished trial leaves in its MLflow run: confusion matrices, predicted masks, the model.
+
+`model.pt` is the slim export of the last-epoch weights (the ones the test_
+metrics describe), about 12 MB; `python -m segclass.predict --checkpoint
+runs:/<run id>` reads it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from PIL import Image
 #: Predicted masks are stored at most this large (nearest downsampling).
 MAX_MASK_SIDE = 512
 MAX_SAMPLES = 2
+MODEL_ARTIFACT = "model.pt"
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -56,15 +62,15 @@ def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str
 def trial_artifacts(report: dict[str, Any], checkpoint_path: Path, test_images) -> dict[str, bytes]:
     """Files for the trial's MLflow run: report, confusion matrices, sample predicted masks."""
     from segclass.evaluation import predict_logits
-    from segclass.trainer import load_trained_model
+    from segclass.trained import load_trained_model
 
     names = report["class_names"]
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes] = {MODEL_ARTIFACT: export_model(checkpoint_path, "last")}
     for key, title in (("test_confusion_matrix", "test pixels"), ("holdout_cls_confusion_matrix", "held-out patches")):
         if key in report:
             files[f"{key}.json"] = json.dumps({"class_names": names, "matrix": report[key]}).encode()
             files[f"{key}.png"] = confusion_figure(report[key], names, title)
-    model, _ = load_trained_model(checkpoint_path)
+    model = load_model(checkpoint_path).model
     for item in list(test_images)[:MAX_SAMPLES]:
         prediction = predict_logits(model, item.rgb, report["patch_size"], report["eval_stride"]).argmax(0).numpy()
         files[f"masks/{item.name}_pred.png"] = _png(_shrink(prediction.astype(np.uint8), nearest=True))

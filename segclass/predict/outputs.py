@@ -1,0 +1,154 @@
+"""What a prediction leaves on disk: mask, overlay, areas, comparison with ground truth.
+
+Per input `<name>`: `<name>_mask.png` (class ids, mode L), `<name>_mask.tiff`
+(pyramidal, with the slide's resolution, for large slides: QuPath and
+OpenSlide open it as a layer), `<name>_overlay.png` (thumbnail with class
+colours and a legend), `<name>_areas.csv` and `<name>.json` (areas, settings,
+timing, metrics), and with ground truth `<name>_comparison.png`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from segclass.palette import class_colours, colourize
+
+OVERLAY_ALPHA = 0.45
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, so a crash never leaves half a file."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_mask(out: Path, name: str, mask: np.ndarray, mpp: float | None, tiff: bool) -> list[Path]:
+    from segclass.slide import write_pyramidal_tiff
+
+    paths = [out / f"{name}_mask.png"]
+    atomic_write(paths[0], lambda p: Image.fromarray(mask, mode="L").save(p, format="PNG"))
+    if tiff:
+        paths.append(out / f"{name}_mask.tiff")
+        atomic_write(paths[1], lambda p: write_pyramidal_tiff(p, mask, mpp))
+    return paths
+
+
+def class_areas(mask_counts: np.ndarray, tissue_counts: np.ndarray, class_names: tuple[str, ...],
+                mpp: float | None) -> list[dict[str, Any]]:
+    """Per class: pixels in the mask, pixels on tissue, share of tissue, and mm^2 when mpp is known."""
+    tissue_total = max(1, int(tissue_counts.sum()))
+    rows = []
+    for index, name in enumerate(class_names):
+        row = {"class_id": index, "class_name": name, "pixels": int(mask_counts[index]),
+               "tissue_pixels": int(tissue_counts[index]),
+               "tissue_share": round(float(tissue_counts[index]) / tissue_total, 6)}
+        row["tissue_area_mm2"] = round(float(tissue_counts[index]) * mpp**2 / 1e6, 6) if mpp else None
+        rows.append(row)
+    return rows
+
+
+def write_areas(out: Path, name: str, areas: list[dict[str, Any]]) -> Path:
+    path = out / f"{name}_areas.csv"
+
+    def write(target: Path) -> None:
+        with target.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(areas[0]))
+            writer.writeheader()
+            writer.writerows(areas)
+
+    atomic_write(path, write)
+    return path
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    atomic_write(path, lambda p: p.write_text(json.dumps(payload, indent=1, default=str)))
+    return path
+
+
+def shrink_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize to `size` = (width, height): class ids stay ids."""
+    if (mask.shape[1], mask.shape[0]) == size:
+        return mask
+    return np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
+
+
+def overlay(thumbnail: np.ndarray, mask: np.ndarray, tissue: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class colours blended onto the thumbnail over tissue; glass left as it is."""
+    colours = colourize(mask, num_classes).astype(np.float32)
+    blended = thumbnail.astype(np.float32)
+    blended[tissue] = (1 - OVERLAY_ALPHA) * blended[tissue] + OVERLAY_ALPHA * colours[tissue]
+    return blended.round().astype(np.uint8)
+
+
+def _legend(axis, class_names: tuple[str, ...], labels: list[str]) -> None:
+    from matplotlib.patches import Patch
+
+    colours = class_colours(len(class_names)) / 255.0
+    handles = [Patch(facecolor=colours[i], edgecolor="black", linewidth=0.5, label=labels[i])
+               for i in range(len(class_names))]
+    axis.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+
+
+def _figure(panels: int, image_shape: tuple[int, ...]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    height, width = image_shape[:2]
+    side = 5.0
+    figure, axes = plt.subplots(1, panels, figsize=(side * panels * max(0.4, width / height) + 2.5, side + 0.6),
+                                squeeze=False)
+    return figure, axes[0]
+
+
+def _save(figure, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    atomic_write(path, lambda p: figure.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(figure)
+    return path
+
+
+def overlay_figure(path: Path, thumbnail: np.ndarray, mask: np.ndarray, tissue: np.ndarray,
+                   class_names: tuple[str, ...], areas: list[dict[str, Any]], title: str) -> Path:
+    figure, (axis,) = _figure(1, thumbnail.shape)
+    axis.imshow(overlay(thumbnail, mask, tissue, len(class_names)))
+    axis.set_title(title, fontsize=9)
+    axis.axis("off")
+    labels = []
+    for row in areas:
+        area = f", {row['tissue_area_mm2']:.2f} mm²" if row["tissue_area_mm2"] is not None else ""
+        labels.append(f"{row['class_name']}: {100 * row['tissue_share']:.1f}% of tissue{area}")
+    _legend(axis, class_names, labels)
+    return _save(figure, path)
+
+
+def comparison_figure(path: Path, thumbnail: np.ndarray, truth: np.ndarray, mask: np.ndarray,
+                      class_names: tuple[str, ...], metrics: dict[str, Any], title: str) -> Path:
+    figure, axes = _figure(3, thumbnail.shape)
+    panels = (("image", thumbnail), ("ground truth", colourize(truth, len(class_names))),
+              ("prediction", colourize(mask, len(class_names))))
+    for axis, (label, picture) in zip(axes, panels):
+        axis.imshow(picture)
+        axis.set_title(label, fontsize=9)
+        axis.axis("off")
+    figure.suptitle(f"{title}\nmacro F1 {metrics['macro_f1']:.3f}   micro F1 (paper) {metrics['paper_micro_f1']:.3f}   "
+                    f"pixel accuracy {metrics['pixel_accuracy']:.3f}   mean IoU {metrics['mean_iou']:.3f}", fontsize=9)
+    _legend(axes[-1], class_names, list(class_names))
+    return _save(figure, path)
