@@ -77,3 +77,19 @@ def test_stain_shifted_copy_of_real_tile_moves_back_towards_reference():
     error_before = np.abs(shifted.astype(float) - reference).mean()
     error_after = np.abs(normalized.astype(float) - reference).mean()
     assert error_after < 0.6 * error_before
+
+
+def test_fitted_reference_round_trips_and_slide_wide_stains_match_per_image_normalization():
+    """A model's stored reference normalizes like the fitted one; estimating stains once
+    (on a slide's thumbnail) and mapping with them is torchstain's per-image normalize."""
+    from segclass.preprocess.stain import estimate_stains
+
+    normalizer = StainNormalizer().fit(_real_he_tile(), "wsidicom test_tile.png")
+    restored = StainNormalizer.from_state(normalizer.state())
+    image = _synthetic(5)
+    expected = normalizer.normalize(image, "synthetic")
+    assert np.array_equal(restored.normalize(image, "synthetic"), expected)
+    mapped = restored.normalize_with(image, estimate_stains(image, "synthetic"))
+    assert np.abs(mapped.astype(int) - expected).max() <= 1
+    with pytest.raises(StainNormalizationError, match="too little tissue"):
+        estimate_stains(np.full((64, 64, 3), 250, np.uint8), "blank.png")

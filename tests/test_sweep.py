@@ -51,7 +51,7 @@ def test_smoke_sweep_rerun_and_growth(tmp_path, tiny_root):
                 "final_test_f1_invasive", "val_macro_f1", "train_loss"} <= set(run.data.metrics)
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "report.json", "masks"} <= artifacts
+        assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "report.json", "masks", "model.pt"} <= artifacts
     assert "mlflow ui --backend-store-uri" in out and "analysis/report.py" in out
 
     again = _sweep(tmp_path, tiny_root)

@@ -1,0 +1,225 @@
+"""The predict CLI on real files: pyramidal TIFF slides, PNGs, checkpoints, an MLflow store."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import f1_score
+
+from segclass.config import TrainConfig
+from segclass.evaluation import predict_logits
+from segclass.predict.__main__ import build_parser, main
+from segclass.preprocess.foreground import foreground_mask
+from segclass.preprocess.stain import StainNormalizer
+from segclass.slide import read_image, read_mask, write_pyramidal_tiff
+from segclass.trained import export_model, load_model
+
+SLIDE_MPP = 4.0  # synthetic level 0: 2.5x, so 1.25x is a downsample of 2 and 8 um per pixel
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_data, tmp_path_factory) -> Path:
+    from segclass.trainer import train
+
+    run_dir = tmp_path_factory.mktemp("trained")
+    train(TrainConfig(mode="S+C", seg_fraction=0.5, epochs=1, batch_size=4), tiny_data, run_dir=run_dir)
+    return run_dir / "checkpoint.pt"
+
+
+@pytest.fixture(scope="module")
+def slide(tiny_root) -> Path:
+    return tiny_root / "test" / "images" / "slide_03.tiff"
+
+
+def _run(capsys, *args) -> tuple[int, str]:
+    code = main([str(a) for a in args] + ["--quiet"])
+    return code, capsys.readouterr().err
+
+
+def _expected_mask(checkpoint: Path, rgb: np.ndarray) -> np.ndarray:
+    """What the evaluation code predicts for the whole image, with the predictor's background rule."""
+    trained = load_model(checkpoint)
+    stains = StainNormalizer.from_state(trained.preprocessing["stain_reference"])
+    logits = predict_logits(trained.model, stains.normalize(rgb), trained.patch_size, trained.eval_stride)
+    expected = logits.argmax(0).numpy().astype(np.uint8)
+    expected[~foreground_mask(rgb)] = 0
+    return expected
+
+
+def test_help_explains_every_flag():
+    for action in build_parser()._actions:
+        if action.dest != "help":
+            assert action.help, action.dest
+    text = subprocess.run([sys.executable, "-m", "segclass.predict", "--help"], capture_output=True, text=True,
+                          check=True).stdout
+    for flag in ("--checkpoint", "--out", "--mask", "--scale", "--device", "--batch-size", "--tiff"):
+        assert flag in text
+
+
+def test_slide_prediction_outputs_and_metrics(checkpoint, slide, tiny_root, tmp_path, capsys):
+    truth_path = tiny_root / "test" / "masks" / "slide_03.png"  # stored at level 0, twice the working size
+    out = tmp_path / "out"
+    code, err = _run(capsys, slide, "--checkpoint", checkpoint, "--out", out, "--mask", truth_path,
+                     "--tiff", "always", "--batch-size", "5")
+    assert code == 0, err
+    rgb = read_image(slide, 1.25).rgb
+    mask = np.asarray(Image.open(out / "slide_03_mask.png"))
+    assert mask.shape == rgb.shape[:2] == (320, 320)
+    assert not mask[~foreground_mask(rgb)].any(), "background must be class 0"
+    assert (mask == _expected_mask(checkpoint, rgb)).mean() > 0.999
+
+    summary = json.loads((out / "slide_03.json").read_text())
+    truth = read_mask(truth_path, (320, 320))
+    assert summary["metrics"]["macro_f1"] == pytest.approx(
+        f1_score(truth.ravel(), mask.ravel(), average="macro", labels=np.union1d(truth, mask)))
+    assert summary["metrics"]["paper_micro_f1"] == pytest.approx(
+        f1_score(truth.ravel(), mask.ravel(), average="weighted"))
+    assert summary["mpp"] == pytest.approx(2 * SLIDE_MPP) and summary["magnification"] == 1.25
+    assert summary["stain_normalization"].startswith("macenko")
+
+    with (out / "slide_03_areas.csv").open() as file:
+        areas = list(csv.DictReader(file))
+    assert [a["class_name"] for a in areas] == ["normal", "benign", "in_situ", "invasive"]
+    assert sum(int(a["pixels"]) for a in areas) == mask.size
+    tissue = foreground_mask(rgb)
+    for row in areas:
+        on_tissue = int((mask[tissue] == int(row["class_id"])).sum())
+        assert int(row["tissue_pixels"]) == on_tissue
+        assert float(row["tissue_area_mm2"]) == pytest.approx(on_tissue * (2 * SLIDE_MPP) ** 2 / 1e6, abs=1e-6)
+
+    for figure in ("slide_03_overlay.png", "slide_03_comparison.png"):
+        with Image.open(out / figure) as image:
+            image.verify()
+    import openslide
+
+    with openslide.OpenSlide(str(out / "slide_03_mask.tiff")) as pyramid:  # the big-slide output
+        assert pyramid.dimensions == (320, 320)
+        assert float(pyramid.properties["openslide.mpp-x"]) == pytest.approx(2 * SLIDE_MPP)
+        level0 = np.asarray(pyramid.read_region((0, 0), 0, (320, 320)))[..., 0]
+        assert np.array_equal(level0, mask)
+    with (out / "predictions.csv").open() as file:
+        (row,) = list(csv.DictReader(file))
+    assert row["status"] == "ok" and float(row["tiles_per_second"]) > 0
+
+
+def test_png_at_native_resolution_and_at_a_scale(checkpoint, slide, tmp_path, capsys):
+    rgb = read_image(slide, 1.25).rgb
+    wide = np.pad(rgb, ((0, 0), (0, 300), (0, 0)), constant_values=245)  # glass on the right: windows skipped
+    Image.fromarray(wide).save(tmp_path / "photo.png")
+    code, err = _run(capsys, tmp_path / "photo.png", "--checkpoint", checkpoint, "--out", tmp_path / "native")
+    assert code == 0, err
+    mask = np.asarray(Image.open(tmp_path / "native" / "photo_mask.png"))
+    assert mask.shape == wide.shape[:2]
+    assert (mask == _expected_mask(checkpoint, wide)).mean() > 0.999
+    summary = json.loads((tmp_path / "native" / "photo.json").read_text())
+    assert summary["tiles"] < summary["tiles_total"], "windows on glass alone are not predicted"
+    assert summary["mpp"] is None and summary["areas"][0]["tissue_area_mm2"] is None
+
+    code, err = _run(capsys, tmp_path / "photo.png", "--checkpoint", checkpoint, "--out", tmp_path / "half",
+                     "--scale", "0.5")
+    assert code == 0, err
+    assert np.asarray(Image.open(tmp_path / "half" / "photo_mask.png")).shape == (160, 310)
+
+
+def test_tissue_found_on_a_thumbnail_when_the_image_is_large(checkpoint, slide, tmp_path):
+    """Tissue detection runs on a capped thumbnail; the mask is 0 wherever that thumbnail says glass."""
+    from segclass.predict.run import PredictOptions, predict_image
+    from segclass.predict.regions import open_regions
+    from segclass.predict.sliding import Foreground
+
+    trained = load_model(checkpoint)
+    options = PredictOptions(out_dir=tmp_path, foreground_max_pixels=8000, progress=False)
+    predict_image(trained, slide, options, "small_thumb")
+    mask = np.asarray(Image.open(tmp_path / "small_thumb_mask.png"))
+    with open_regions(slide, 1.25) as regions:
+        thumbnail, scale = regions.thumbnail(8000)
+    assert thumbnail.shape[0] * thumbnail.shape[1] <= 8000 and scale < 1
+    glass = ~Foreground(foreground_mask(thumbnail, opening_radius=1), scale).rows(0, 320, 320)
+    assert glass.any() and not mask[glass].any()
+
+
+def test_slim_model_from_an_mlflow_run(checkpoint, slide, tmp_path, capsys):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("predict-test", artifact_location=str(tmp_path / "artifacts"))
+    run = client.create_run(experiment)
+    (tmp_path / "model.pt").write_bytes(export_model(checkpoint))
+    client.log_artifact(run.info.run_id, str(tmp_path / "model.pt"))
+    empty = client.create_run(experiment)
+    assert (tmp_path / "model.pt").stat().st_size < 0.6 * checkpoint.stat().st_size  # no optimizer, one weight set
+
+    for spec in (run.info.run_id, f"runs:/{run.info.run_id}/model.pt"):
+        out = tmp_path / spec.replace("/", "_").replace(":", "")
+        code, err = _run(capsys, slide, "--checkpoint", spec, "--tracking-uri", uri, "--out", out)
+        assert code == 0, err
+        assert json.loads((out / "slide_03.json").read_text())["class_names"][3] == "invasive"
+    direct = tmp_path / "direct"
+    assert _run(capsys, slide, "--checkpoint", checkpoint, "--out", direct)[0] == 0
+    assert np.array_equal(np.asarray(Image.open(out / "slide_03_mask.png")),
+                          np.asarray(Image.open(direct / "slide_03_mask.png")))
+
+    code, err = _run(capsys, slide, "--checkpoint", empty.info.run_id, "--tracking-uri", uri, "--out", tmp_path)
+    assert code == 2 and empty.info.run_id in err and "model.pt" in err
+
+
+def test_bad_checkpoints_are_named(checkpoint, slide, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(checkpoint.read_bytes()[:5000])
+    code, err = _run(capsys, slide, "--checkpoint", corrupt, "--out", tmp_path / "out")
+    assert code == 2 and str(corrupt) in err and "corrupt" in err
+
+    state = torch.load(checkpoint, weights_only=True)
+    state["class_names"] = state["class_names"][:3]  # a three-class run's names on a four-class model
+    other = tmp_path / "three_classes.pt"
+    torch.save(state, other)
+    code, err = _run(capsys, slide, "--checkpoint", other, "--out", tmp_path / "out")
+    assert code == 2 and str(other) in err and "3 classes" in err
+
+    state = torch.load(checkpoint, weights_only=True)
+    state["model_config"]["num_classes"] = 3  # weights of four classes, config of three
+    state["class_names"] = state["class_names"][:3]
+    torch.save(state, other)
+    code, err = _run(capsys, slide, "--checkpoint", other, "--out", tmp_path / "out")
+    assert code == 2 and str(other) in err and "do not fit" in err
+
+    code, err = _run(capsys, slide, "--checkpoint", "0123456789abcdef", "--out", tmp_path / "out")
+    assert code == 2 and "neither a file" in err
+
+
+def test_bad_inputs_fail_alone_and_are_reported(checkpoint, slide, tiny_root, tmp_path, capsys):
+    rgb = np.asarray(Image.open(slide))  # level 0 without any resolution tags
+    untagged = tmp_path / "untagged.tiff"
+    write_pyramidal_tiff(untagged, rgb, mpp=None)
+    garbage = tmp_path / "scan.svs"
+    garbage.write_bytes(b"not a slide" * 100)
+    not_png = tmp_path / "photo.png"
+    not_png.write_bytes(b"\x89PNG truncated")
+    wrong_ids = tmp_path / "wrong_ids.png"
+    Image.fromarray(np.full((640, 640), 7, np.uint8)).save(wrong_ids)
+    inputs = [untagged, garbage, slide, not_png, tmp_path / "missing.tiff", slide]
+    masks = [wrong_ids, wrong_ids, tiny_root / "test" / "masks" / "slide_03.png", wrong_ids, wrong_ids, wrong_ids]
+    args = [*inputs, "--checkpoint", checkpoint, "--out", tmp_path / "out"]
+    code, err = _run(capsys, *args, *[a for m in masks for a in ("--mask", m)])
+    assert code == 1
+    assert f"{untagged}" in err and "--scale" in err
+    assert f"{garbage}" in err and "not a recognised slide" in err
+    assert f"{not_png}" in err and f"{tmp_path / 'missing.tiff'}" in err and "does not exist" in err
+    assert f"{wrong_ids}" in err and "class id 7" in err
+    with (tmp_path / "out" / "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [r["status"] for r in rows].count("ok") == 1 and len(rows) == len(inputs)
+    assert (tmp_path / "out" / "slide_03_mask.png").is_file()
+
+    code, err = _run(capsys, untagged, "--checkpoint", checkpoint, "--out", tmp_path / "scaled", "--scale", "0.5")
+    assert code == 0, err
+    assert np.asarray(Image.open(tmp_path / "scaled" / "untagged_mask.png")).shape == (320, 320)
