@@ -43,7 +43,7 @@ class PredictOptions:
     tiff_min_side: int = 4096
     thumbnail_side: int = 1024  # longest side of overlay and comparison figures
     stain_normalize: bool = True  # map stains to the model's training reference (when it has one)
-    foreground_max_pixels: int = 1 << 22  # tissue detection runs on a thumbnail at most this large
+    foreground_max_pixels: int = 1 << 20  # tissue detection and stain estimation run on a thumbnail this large at most
     progress: bool = True
 
 
@@ -104,8 +104,7 @@ def predict_image(trained: TrainedModel, path: Path, options: PredictOptions, na
     summary.update(tiles=stats.windows, tiles_total=stats.windows_total, predict_seconds=round(stats.seconds, 3),
                    tiles_per_second=round(stats.tiles_per_second, 2))
     out = options.out_dir
-    areas = outputs.class_areas(np.bincount(mask.ravel(), minlength=trained.num_classes), stats.tissue_pixels,
-                                trained.class_names, summary["mpp"])
+    areas = outputs.class_areas(stats.pixels, stats.tissue_pixels, trained.class_names, summary["mpp"])
     tiff = options.tiff == "always" or (options.tiff == "auto" and max(mask.shape) > options.tiff_min_side)
     files = outputs.write_mask(out, name, mask, summary["mpp"], tiff)
     files.append(outputs.write_areas(out, name, areas))

@@ -49,7 +49,8 @@ class Foreground:
 
 @dataclass
 class PredictionStats:
-    tissue_pixels: np.ndarray  # per class: predicted pixels inside the foreground
+    pixels: np.ndarray  # per class: pixels of the mask
+    tissue_pixels: np.ndarray  # per class: pixels of the mask inside the foreground
     windows: int = 0  # windows the network saw
     windows_total: int = 0  # windows covering the image, foreground or not
     seconds: float = 0.0
@@ -100,7 +101,7 @@ def predict_mask(
         for x in starts_x:
             if np.any(row_tissue[x : x + patch_size]):
                 windows.append((y, x))
-    stats = PredictionStats(np.zeros(num_classes, np.int64), windows=len(windows),
+    stats = PredictionStats(np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64), windows=len(windows),
                             windows_total=len(starts_x) * len(window_starts(full_h, patch_size, stride)))
 
     if progress is not None:
@@ -131,6 +132,7 @@ def predict_mask(
         tissue = foreground.rows(top, bottom, width)
         classes[~tissue] = 0
         mask[top:bottom] = classes
+        stats.pixels += np.bincount(classes.ravel(), minlength=num_classes)
         stats.tissue_pixels += np.bincount(classes[tissue], minlength=num_classes)
 
     started = time.perf_counter()
@@ -152,5 +154,6 @@ def predict_mask(
             progress.update(len(chunk))
     sums.extend_to(full_h, zero_rows)  # rows no window touched: background
     finish_rows(full_h)
+    stats.pixels[0] += mask.size - stats.pixels.sum()  # rows no window reached: background
     stats.seconds = time.perf_counter() - started
     return mask, stats
