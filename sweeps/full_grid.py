@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Resume or grow this sweep: python sweeps/full_grid.py --name {options.name} --resume [...]")
     uri_flag = f" --mlflow-uri {args.mlflow_uri}" if args.mlflow_uri else ""
     print(f"Rebuild the paper's tables and figures: python analysis/report.py --results {args.results}{uri_flag}")
+    print(f"Predict your own slides with a trial's model: python -m segclass.predict --checkpoint <MLflow run id> "
+          f"--tracking-uri {summary.mlflow_uri} SLIDE... --out predictions/")
     return 1 if summary.errored else 0
 
 

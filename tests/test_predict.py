@@ -172,7 +172,7 @@ def test_slim_model_from_an_mlflow_run(checkpoint, slide, tmp_path, capsys):
     assert code == 2 and empty.info.run_id in err and "model.pt" in err
 
 
-def test_bad_checkpoints_are_named(checkpoint, slide, tmp_path, capsys):
+def test_bad_checkpoints_and_devices_stop_at_once(checkpoint, slide, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(checkpoint.read_bytes()[:5000])
     code, err = _run(capsys, slide, "--checkpoint", corrupt, "--out", tmp_path / "out")
@@ -194,6 +194,12 @@ def test_bad_checkpoints_are_named(checkpoint, slide, tmp_path, capsys):
 
     code, err = _run(capsys, slide, "--checkpoint", "0123456789abcdef", "--out", tmp_path / "out")
     assert code == 2 and "neither a file" in err
+
+    code, err = _run(capsys, slide, "--checkpoint", checkpoint, "--out", tmp_path / "out", "--device", "gpu")
+    assert code == 2 and "not a torch device" in err
+    if not torch.cuda.is_available():
+        code, err = _run(capsys, slide, "--checkpoint", checkpoint, "--out", tmp_path / "out", "--device", "cuda")
+        assert code == 2 and "no CUDA device" in err
 
 
 def test_bad_inputs_fail_alone_and_are_reported(checkpoint, slide, tiny_root, tmp_path, capsys):
@@ -223,3 +229,23 @@ def test_bad_inputs_fail_alone_and_are_reported(checkpoint, slide, tiny_root, tm
     code, err = _run(capsys, untagged, "--checkpoint", checkpoint, "--out", tmp_path / "scaled", "--scale", "0.5")
     assert code == 0, err
     assert np.asarray(Image.open(tmp_path / "scaled" / "untagged_mask.png")).shape == (320, 320)
+
+
+def test_aperio_slide_with_imagescope_xml_found_in_a_mask_folder(checkpoint, tmp_path, capsys):
+    from segclass.data.bach import parse_annotations, rasterize
+    from tests.dataset_fixtures import BACH_REGIONS, make_bach
+
+    root = make_bach(tmp_path / "bach")  # Aperio SVS at 5x (AppMag) with ImageScope XML beside each
+    slide = root / "WSI" / "A04.svs"
+    code, err = _run(capsys, slide, "--checkpoint", checkpoint, "--out", tmp_path / "out", "--mask", root / "WSI")
+    assert code == 0, err
+    mask = np.asarray(Image.open(tmp_path / "out" / "A04_mask.png"))
+    assert mask.shape == (256, 256)  # 1024 px at 5x -> 1.25x
+    truth = rasterize(parse_annotations(root / "WSI" / "A04.xml"), (256, 256), 4.0)
+    assert set(np.unique(truth)) == {0, 1, 2, 3} and len(BACH_REGIONS["A04"][0]) == 3
+    summary = json.loads((tmp_path / "out" / "A04.json").read_text())
+    assert summary["truth"].endswith("A04.xml") and summary["magnification"] == 1.25
+    assert summary["metrics"]["pixel_accuracy"] == pytest.approx((truth == mask).mean())
+    assert summary["metrics"]["macro_f1"] == pytest.approx(
+        f1_score(truth.ravel(), mask.ravel(), average="macro", labels=np.union1d(truth, mask)))
+    assert (tmp_path / "out" / "A04_comparison.png").is_file()

@@ -53,6 +53,15 @@ def test_smoke_sweep_rerun_and_growth(tmp_path, tiny_root):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "report.json", "masks", "model.pt"} <= artifacts
     assert "mlflow ui --backend-store-uri" in out and "analysis/report.py" in out
+    assert "segclass.predict --checkpoint" in out
+
+    # a sweep trial's logged model predicts a slide by its MLflow run id alone
+    predicted = subprocess.run(
+        [sys.executable, "-m", "segclass.predict", "--checkpoint", runs[0].info.run_id, "--tracking-uri",
+         f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}", str(tiny_root / "test" / "images" / "slide_03.tiff"),
+         "--out", str(tmp_path / "predicted"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads((tmp_path / "predicted" / "slide_03.json").read_text())["weights"] == "last"
 
     again = _sweep(tmp_path, tiny_root)
     assert f"{len(planned)} already finished (skipped), 0 to run" in again

@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale is not None and args.scale <= 0:
         print(f"error: --scale must be positive, got {args.scale}", file=sys.stderr)
         return 2
+    device_problem = _check_device(args.device)
+    if device_problem:
+        print(f"error: {device_problem}", file=sys.stderr)
+        return 2
     try:
         trained = load_model(resolve_checkpoint(args.checkpoint, args.tracking_uri), args.weights)
     except SegclassError as exc:
@@ -112,6 +116,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {failure.input}: {failure.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_device(device: str | None) -> str | None:
+    """Why `device` cannot be used, or None: checked once, not once per input."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        return f"--device {device!r} is not a torch device ({exc}); use cpu, cuda or cuda:N"
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {device} asks for CUDA but torch sees no CUDA device here; use --device cpu"
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        return f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
+    return None
 
 
 if __name__ == "__main__":

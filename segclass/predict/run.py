@@ -70,7 +70,7 @@ def _stain_transform(trained: TrainedModel, thumbnail: np.ndarray, name: str, op
     if not options.stain_normalize:
         return None, "off (--no-stain-normalize)"
     if not reference:
-        return None, "off (the model was trained on unnormalized images)"
+        return None, "off (the model file records no stain reference: trained without normalization)"
     normalizer = StainNormalizer.from_state(reference)
     try:
         source = estimate_stains(thumbnail, name)
