@@ -9,7 +9,6 @@ already have a finished run whatever Ray called the trial.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterable
 
 from segclass.config import CLASSIFICATION_MODES, SEGMENTATION_MODES, TrainConfig
 from segclass.errors import ConfigError

@@ -15,6 +15,30 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def no_ray_left_running():
+    """Start each sweep on a machine where the previous test's Ray has exited.
+
+    A driver's Ray shuts down asynchronously; a new local Ray started while the
+    old raylet still holds the fixed agent ports can fail to start.
+    """
+    import time
+
+    def ray_running() -> bool:
+        for comm in Path("/proc").glob("[0-9]*/comm"):
+            try:
+                if comm.read_text().strip() in ("raylet", "gcs_server"):
+                    return True
+            except OSError:  # the process exited while we looked
+                continue
+        return False
+
+    deadline = time.time() + 60
+    while time.time() < deadline and ray_running():
+        time.sleep(0.5)
+    yield
+
+
 def _sweep(tmp_path, tiny_root, *extra, env=None, name="t"):
     command = [sys.executable, str(ROOT / "sweeps" / "full_grid.py"), "--preset", "smoke", "--data-root",
                str(tiny_root), "--results", str(tmp_path / "results"), "--storage", str(tmp_path / "tune"),
@@ -97,7 +121,9 @@ def _kill_when_some_done_and_some_mid_training(process, tmp_path, timeout=600):
     while time.time() < deadline:
         time.sleep(0.5)
         if process.poll() is not None:
-            raise AssertionError("the sweep ended before it could be killed")
+            log = tmp_path / "killed_sweep.log"
+            tail = log.read_text()[-4000:] if log.exists() else ""
+            raise AssertionError(f"the sweep ended (exit {process.returncode}) before it could be killed:\n{tail}")
         if not database.exists():
             continue
         try:
@@ -122,7 +148,8 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_root):
                str(tiny_root), "--results", str(tmp_path / "results"), "--storage", str(tmp_path / "tune"),
                "--num-cpus", "2", *args]
     slow = {**os.environ, "SEGCLASS_SLOW_EPOCH_S": "0.7"}  # wide windows to kill in, on a busy machine too
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=slow)
+    with (tmp_path / "killed_sweep.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=slow)
     finished_before, mid_before = _kill_when_some_done_and_some_mid_training(process, tmp_path)
 
     _sweep(tmp_path, tiny_root, "--epochs", "6", "--resume", name="killed")

@@ -21,7 +21,7 @@ import numpy as np
 
 import segclass
 from segclass.data.arrays import DatasetArrays, EvalImage
-from segclass.data.shards import FORMAT_VERSION, MANIFEST, CacheError, write_cache
+from segclass.data.shards import FORMAT_VERSION, MANIFEST, write_cache
 from segclass.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)

@@ -80,6 +80,22 @@ class _Band:
         return head
 
 
+def _tissue_windows(foreground: Foreground, starts_y: list[int], starts_x: np.ndarray, patch_size: int,
+                    width: int, height: int) -> np.ndarray:
+    """N x 2 (y, x) of the windows touching tissue, row-major (an array: slides can have millions)."""
+    rows = []
+    for y in starts_y:
+        if y >= height:
+            continue
+        tissue_columns = foreground.rows(y, min(y + patch_size, height), width).any(axis=0)
+        cumulative = np.zeros(max(width, int(starts_x[-1]) + patch_size) + 1, np.int64)
+        cumulative[1 : width + 1] = np.cumsum(tissue_columns)
+        cumulative[width + 1 :] = cumulative[width]
+        kept = starts_x[cumulative[starts_x + patch_size] > cumulative[starts_x]]
+        rows.append(np.stack([np.full(len(kept), y), kept], axis=1))
+    return np.concatenate(rows).astype(np.int64) if rows else np.zeros((0, 2), np.int64)
+
+
 def predict_mask(
     model: torch.nn.Module, regions: Regions, foreground: Foreground, num_classes: int,
     patch_size: int = 128, stride: int = 64, batch_size: int = 32, device: str | torch.device = "cpu",
@@ -94,15 +110,11 @@ def predict_mask(
     width, height = regions.size
     # images smaller than a window are padded with white glass, as in evaluation
     full_w, full_h = max(width, patch_size), max(height, patch_size)
-    starts_x = window_starts(full_w, patch_size, stride)
-    windows = []  # (y, x) of foreground windows, row-major
-    for y in window_starts(full_h, patch_size, stride):
-        row_tissue = foreground.rows(y, min(y + patch_size, height), width).any(axis=0) if y < height else []
-        for x in starts_x:
-            if np.any(row_tissue[x : x + patch_size]):
-                windows.append((y, x))
+    starts_y = window_starts(full_h, patch_size, stride)
+    starts_x = np.asarray(window_starts(full_w, patch_size, stride))
+    windows = _tissue_windows(foreground, starts_y, starts_x, patch_size, width, height)
     stats = PredictionStats(np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64), windows=len(windows),
-                            windows_total=len(starts_x) * len(window_starts(full_h, patch_size, stride)))
+                            windows_total=len(starts_x) * len(starts_y))
 
     if progress is not None:
         progress.reset(total=len(windows))
@@ -139,15 +151,16 @@ def predict_mask(
     model.eval()
     for first in range(0, len(windows), batch_size):
         chunk = windows[first : first + batch_size]
-        rgb.extend_to(chunk[-1][0] + patch_size, rgb_rows)
-        sums.extend_to(chunk[-1][0] + patch_size, zero_rows)
+        bottom = int(chunk[-1][0]) + patch_size
+        rgb.extend_to(bottom, rgb_rows)
+        sums.extend_to(bottom, zero_rows)
         crops = np.stack([rgb.data[y - rgb.top : y - rgb.top + patch_size, x : x + patch_size] for y, x in chunk])
         logits = window_logits(model, crops, device).permute(0, 2, 3, 1).numpy()
         for (y, x), window in zip(chunk, logits):
             target = sums.data[y - sums.top : y - sums.top + patch_size, x : x + patch_size]
             target[..., :num_classes] += window
             target[..., num_classes] += 1
-        following = windows[first + batch_size][0] if first + batch_size < len(windows) else full_h
+        following = int(windows[first + batch_size][0]) if first + batch_size < len(windows) else full_h
         finish_rows(following)  # rows above the next window's top are final
         rgb.drop_before(following)
         if progress is not None:

@@ -60,9 +60,9 @@ def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str
 
 
 def trial_artifacts(report: dict[str, Any], checkpoint_path: Path, test_images) -> dict[str, bytes]:
-    """Files for the trial's MLflow run: report, confusion matrices, sample predicted masks."""
+    """Files for the trial's MLflow run: model, confusion matrices, sample predicted masks."""
     from segclass.evaluation import predict_logits
-    from segclass.trained import load_trained_model
+    from segclass.trained import export_model, load_model
 
     names = report["class_names"]
     files: dict[str, bytes] = {MODEL_ARTIFACT: export_model(checkpoint_path, "last")}
