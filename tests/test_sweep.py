@@ -111,10 +111,30 @@ def test_failing_trial_is_retried_from_its_checkpoint(tmp_path, tiny_root):
     assert results[-1]["final"] == 1.0
 
 
-def _kill_when_some_done_and_some_mid_training(process, tmp_path, timeout=600):
-    import time
+def _store_snapshot(database: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Finished runs (grid key -> end time) and running ones (grid key -> epoch), read-only.
 
-    from mlflow import MlflowClient
+    Read with sqlite directly: an MlflowClient would create the schema itself if
+    it found the file before the driver had, and race the driver's migration.
+    """
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)
+    try:
+        rows = connection.execute(
+            "SELECT r.status, r.end_time, t.value, m.value FROM runs r "
+            "JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ? "
+            "LEFT JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key = 'epoch'", (KEY_TAG,)).fetchall()
+    finally:
+        connection.close()
+    finished = {key: end for status, end, key, _ in rows if status == "FINISHED"}
+    running = {key: int(epoch) for status, _, key, epoch in rows if status == "RUNNING" and epoch}
+    return finished, running
+
+
+def _kill_when_some_done_and_some_mid_training(process, tmp_path, timeout=600):
+    import sqlite3
+    import time
 
     deadline = time.time() + timeout
     database = tmp_path / "results" / "mlflow.db"
@@ -127,18 +147,14 @@ def _kill_when_some_done_and_some_mid_training(process, tmp_path, timeout=600):
         if not database.exists():
             continue
         try:
-            client = MlflowClient(f"sqlite:///{database}")
-            experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("segclass-")]
-            runs = client.search_runs(experiments) if experiments else []
-        except Exception:  # the driver is creating the schema
+            finished, running = _store_snapshot(database)
+        except sqlite3.Error:  # the driver is still creating the schema
             continue
-        finished = [r for r in runs if r.info.status == "FINISHED"]
-        mid = [r for r in runs if r.info.status == "RUNNING" and r.data.metrics.get("epoch", 0) >= 2]
+        mid = {key: epoch for key, epoch in running.items() if epoch >= 2}
         if finished and mid:
             process.kill()  # SIGKILL: no cleanup, no final snapshot
             process.wait()
-            return {r.data.tags[KEY_TAG]: r.info.end_time for r in finished}, {
-                r.data.tags[KEY_TAG]: int(r.data.metrics["epoch"]) for r in mid}
+            return finished, mid
     raise AssertionError("never saw finished and mid-training trials at once")
 
 
