@@ -249,3 +249,15 @@ def test_aperio_slide_with_imagescope_xml_found_in_a_mask_folder(checkpoint, tmp
     assert summary["metrics"]["macro_f1"] == pytest.approx(
         f1_score(truth.ravel(), mask.ravel(), average="macro", labels=np.union1d(truth, mask)))
     assert (tmp_path / "out" / "A04_comparison.png").is_file()
+
+
+def test_a_folder_of_inputs_with_a_folder_of_masks(checkpoint, tiny_root, tmp_path, capsys):
+    images, masks = tiny_root / "test" / "images", tiny_root / "test" / "masks"
+    code, err = _run(capsys, images, "--checkpoint", checkpoint, "--out", tmp_path / "out", "--mask", masks)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "slide_03.json").read_text())
+    assert summary["input"] == str(images / "slide_03.tiff") and summary["truth"] == str(masks / "slide_03.png")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = _run(capsys, empty, "--checkpoint", checkpoint, "--out", tmp_path / "out")
+    assert code == 2 and "no slides or images" in err

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "names come from its file.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="SLIDE_OR_IMAGE", help="slides or images to predict")
+    parser.add_argument("inputs", nargs="+", metavar="SLIDE_OR_IMAGE",
+                        help="slides or images to predict; a folder stands for the slides and images in it")
     parser.add_argument("--checkpoint", required=True,
                         help="trained model: a model.pt or checkpoint.pt file, a folder holding one, an MLflow run "
                              "id (its logged model.pt) or a runs:/<run id>/<artifact path> URI")
@@ -78,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     from segclass.predict.truth import find_truth
     from segclass.trained import load_model
 
-    inputs = [Path(p) for p in args.inputs]
+    inputs = expand_inputs([Path(p) for p in args.inputs])
+    if not inputs:
+        print(f"error: no slides or images in {', '.join(args.inputs)}", file=sys.stderr)
+        return 2
     masks = [Path(p) for p in args.mask]
     if masks and not (len(masks) == 1 and masks[0].is_dir()) and len(masks) != len(inputs):
         print(f"error: --mask was given {len(masks)} times for {len(inputs)} inputs; give it once per input "
@@ -116,6 +120,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {failure.input}: {failure.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Folders stand for the slides and images directly inside them (sorted); files stay as given."""
+    from segclass.slide import PLAIN_SUFFIXES, SLIDE_ONLY_SUFFIXES
+
+    suffixes = PLAIN_SUFFIXES | SLIDE_ONLY_SUFFIXES | {".tif", ".tiff"}
+    expanded = []
+    for path in paths:
+        if path.is_dir():
+            expanded += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        else:
+            expanded.append(path)
+    return expanded
 
 
 def _check_device(device: str | None) -> str | None:
