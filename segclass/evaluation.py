@@ -30,8 +30,12 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
 
 @torch.no_grad()
 def window_logits(model: torch.nn.Module, windows: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
-    """N x C x P x P float32 mask logits (on the CPU) of N x P x P x 3 uint8 windows."""
-    return model.forward_masks(normalize(to_input(torch.from_numpy(windows))).to(device)).float().cpu()
+    """N x C x P x P float32 mask logits (on the CPU) of N x P x P x 3 uint8 windows.
+
+    The uint8 windows go to the device first: a quarter of the bytes to copy,
+    and the float conversion runs there.
+    """
+    return model.forward_masks(normalize(to_input(torch.from_numpy(windows).to(device)))).float().cpu()
 
 
 @torch.no_grad()
