@@ -9,13 +9,13 @@ Python values go in, so loading never unpickles arbitrary objects.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from segclass.errors import CheckpointError
+from segclass.files import atomic_write
 
 FORMAT_VERSION = 1
 FILENAME = "checkpoint.pt"
@@ -25,16 +25,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` via a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
+
+    def write(temporary: Path) -> None:
+        with temporary.open("wb") as file:
             torch.save({"format_version": FORMAT_VERSION, **state}, file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ given scale factor.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,41 +99,81 @@ def check_readable(path: Path) -> bool:
     return False
 
 
-def open_slide(path: Path):
-    """An `openslide.OpenSlide`, with OpenSlide's errors turned into a SlideError naming the file."""
-    import openslide
+class SlideReader:
+    """An open slide read at one working resolution, whole or in bands of rows.
 
-    try:
-        return openslide.OpenSlide(str(path))
-    except openslide.OpenSlideError as exc:
-        raise SlideError(f"OpenSlide cannot read {path}: {exc}; the file may be truncated or corrupt") from exc
+    The level is the one OpenSlide picks for the downsample; a band is read
+    with a margin and resampled with PIL's `box`, so it holds exactly the
+    pixels a resize of the whole level would give: `read_image` is the band
+    of all rows, and streamed prediction reads the same pixels band by band.
+    """
 
+    #: Level pixels read beyond a band on each side, to cover the LANCZOS filter's support.
+    MARGIN = 8
 
-def slide_downsample(slide, path: Path, magnification: float, scale: float | None) -> float:
-    """Level-0 pixels per output pixel: from `scale` when given, else from the slide's metadata."""
-    return 1.0 / scale if scale else slide_magnification(dict(slide.properties), path) / magnification
+    def __init__(self, path: Path, magnification: float, scale: float | None) -> None:
+        import openslide
+
+        self.path = path
+        try:
+            self._slide = openslide.OpenSlide(str(path))
+        except openslide.OpenSlideError as exc:
+            raise SlideError(f"OpenSlide cannot read {path}: {exc}; the file may be truncated or corrupt") from exc
+        try:
+            properties = dict(self._slide.properties)
+            self.downsample = 1.0 / scale if scale else slide_magnification(properties, path) / magnification
+        except SlideError:
+            self._slide.close()
+            raise
+        self.level0_size = self._slide.dimensions
+        width0, height0 = self.level0_size
+        self.size = (max(1, round(width0 / self.downsample)), max(1, round(height0 / self.downsample)))
+        mpp = properties.get("openslide.mpp-x")
+        self.mpp = float(mpp) * self.downsample if mpp else None
+        self._level = self.level_for(self.downsample)
+
+    def level_for(self, downsample: float) -> int:
+        return self._slide.get_best_level_for_downsample(downsample)
+
+    def read_rows(self, top: int, bottom: int) -> np.ndarray:
+        """Rows [top, bottom) at the working resolution, full width, H x W x 3 uint8."""
+        return self.read_level(self._level, self.size, top, bottom)
+
+    def read_level(self, level: int, size: tuple[int, int], top: int, bottom: int) -> np.ndarray:
+        """Rows [top, bottom) of `level` resampled to `size`, the way a whole-level resize would."""
+        import openslide
+
+        level_width, level_height = self._slide.level_dimensions[level]
+        per_row = level_height / size[1]  # level rows per output row
+        if (level_width, level_height) == size:  # no resampling: read the rows as they are
+            first, last = top, bottom
+        else:
+            first = max(0, math.floor(top * per_row) - self.MARGIN)
+            last = min(level_height, math.ceil(bottom * per_row) + self.MARGIN)
+        location = (0, round(first * self._slide.level_downsamples[level]))
+        try:
+            region = self._slide.read_region(location, level, (level_width, max(1, last - first)))
+        except openslide.OpenSlideError as exc:
+            raise SlideError(f"OpenSlide failed reading level {level} of {self.path}: {exc}") from exc
+        band = flatten_alpha(region)
+        if (level_width, level_height) != size:
+            box = (0.0, top * per_row - first, float(level_width), bottom * per_row - first)
+            band = band.resize((size[0], bottom - top), Image.LANCZOS, box=box)
+        return np.asarray(band)
+
+    def close(self) -> None:
+        self._slide.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _read_slide(path: Path, magnification: float, scale: float | None) -> LoadedImage:
-    import openslide
-
-    with open_slide(path) as slide:
-        properties = dict(slide.properties)
-        downsample = slide_downsample(slide, path, magnification, scale)
-        width0, height0 = slide.dimensions
-        target = (max(1, round(width0 / downsample)), max(1, round(height0 / downsample)))
-        level = slide.get_best_level_for_downsample(downsample)
-        try:
-            region = slide.read_region((0, 0), level, slide.level_dimensions[level])
-        except openslide.OpenSlideError as exc:
-            raise SlideError(f"OpenSlide failed reading level {level} of {path}: {exc}") from exc
-    rgb = flatten_alpha(region)
-    if rgb.size != target:
-        rgb = rgb.resize(target, Image.LANCZOS)
-    mpp = properties.get("openslide.mpp-x")
-    return LoadedImage(
-        np.asarray(rgb), downsample, (width0, height0), float(mpp) * downsample if mpp else None
-    )
+    with SlideReader(path, magnification, scale) as reader:
+        return LoadedImage(reader.read_rows(0, reader.size[1]), reader.downsample, reader.level0_size, reader.mpp)
 
 
 def _read_plain(path: Path, scale: float) -> LoadedImage:

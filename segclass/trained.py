@@ -11,6 +11,7 @@ on a new slide never repeats a training flag by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ class TrainedModel:
     source: str  # the file it came from
     weights: str  # "last" or "best"
     epoch: int
+    segclass_version: str = ""  # the version that trained it
 
     @property
     def num_classes(self) -> int:
@@ -71,8 +73,10 @@ def _weights_of(state: dict[str, Any], which: str, path: Path) -> tuple[dict[str
 
 def load_model(path: str | Path, which: str = "last") -> TrainedModel:
     """Rebuild a model from a trial checkpoint or a slim export, checking it is self-consistent."""
-    path = Path(path)
-    state = load_checkpoint(path)
+    return _from_state(load_checkpoint(path), Path(path), which)
+
+
+def _from_state(state: dict[str, Any], path: Path, which: str) -> TrainedModel:
     for key in ("model_config", "class_names", "model"):
         if key not in state:
             raise CheckpointError(f"{path} lacks {key!r}: it is not a segclass model or trial checkpoint")
@@ -95,23 +99,23 @@ def load_model(path: str | Path, which: str = "last") -> TrainedModel:
         raise CheckpointError(f"weights in {path} do not fit the model its config describes: {exc}") from exc
     model.eval()
     preprocessing = {**DEFAULT_PREPROCESSING, **(state.get("preprocessing") or {})}
-    return TrainedModel(model, class_names, dict(state.get("config", {})), preprocessing, str(path), which_used, epoch)
+    return TrainedModel(model, class_names, dict(state.get("config", {})), preprocessing, str(path), which_used, epoch,
+                        state.get("segclass_version", ""))
 
 
 def load_trained_model(path: str | Path, which: str = "last") -> tuple[SegClassNet, dict[str, Any]]:
     """The model and the raw checkpoint dict (for callers that read its history)."""
-    trained = load_model(path, which)
-    return trained.model, load_checkpoint(path)
+    state = load_checkpoint(path)
+    return _from_state(state, Path(path), which).model, state
 
 
-def export_model(checkpoint_path: str | Path, which: str = "last") -> bytes:
-    """A slim `model.pt` (one set of weights, no optimizer) from a trial checkpoint."""
-    trained = load_model(checkpoint_path, which)
-    state = load_checkpoint(checkpoint_path)
+def export_model(trained: TrainedModel) -> bytes:
+    """A slim `model.pt`: one set of weights and what using them needs, no optimizer state."""
     buffer = io.BytesIO()
     torch.save({
-        "format_version": FORMAT_VERSION, "model_config": state["model_config"], "class_names": list(trained.class_names),
-        "config": trained.config, "preprocessing": trained.preprocessing, "model": trained.model.state_dict(),
-        "weights": trained.weights, "epoch": trained.epoch, "segclass_version": state.get("segclass_version", ""),
+        "format_version": FORMAT_VERSION, "model_config": dataclasses.asdict(trained.model.config),
+        "class_names": list(trained.class_names), "config": trained.config, "preprocessing": trained.preprocessing,
+        "model": trained.model.state_dict(), "weights": trained.weights, "epoch": trained.epoch,
+        "segclass_version": trained.segclass_version,
     }, buffer)
     return buffer.getvalue()

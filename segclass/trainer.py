@@ -250,8 +250,8 @@ def train(
         if checkpoint_path:
             save_checkpoint(checkpoint_path, {
                 "config": config.to_dict(), "model_config": dataclasses.asdict(model_config),
-                "class_names": list(data.class_names), "preprocessing": data.preprocessing, "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "best": best, "history": history,
+                "class_names": list(data.class_names), "preprocessing": data.preprocessing, "epoch": epoch + 1,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best, "history": history,
                 "rng_torch": torch.get_rng_state(), "segclass_version": segclass.__version__,
             })
         log.info(

@@ -153,7 +153,7 @@ def test_slim_model_from_an_mlflow_run(checkpoint, slide, tmp_path, capsys):
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("predict-test", artifact_location=str(tmp_path / "artifacts"))
     run = client.create_run(experiment)
-    (tmp_path / "model.pt").write_bytes(export_model(checkpoint))
+    (tmp_path / "model.pt").write_bytes(export_model(load_model(checkpoint)))
     client.log_artifact(run.info.run_id, str(tmp_path / "model.pt"))
     empty = client.create_run(experiment)
     assert (tmp_path / "model.pt").stat().st_size < 0.6 * checkpoint.stat().st_size  # no optimizer, one weight set

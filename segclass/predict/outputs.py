@@ -11,29 +11,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from segclass.files import atomic_write
 from segclass.palette import class_colours, colourize
 
 OVERLAY_ALPHA = 0.45
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, so a crash never leaves half a file."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_mask(out: Path, name: str, mask: np.ndarray, mpp: float | None, tiff: bool) -> list[Path]:

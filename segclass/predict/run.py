@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from segclass.errors import SegclassError
+from segclass.files import atomic_write
 from segclass.predict import outputs
 from segclass.predict.regions import Regions, open_regions
 from segclass.predict.sliding import Foreground, predict_mask
@@ -214,5 +215,5 @@ def write_index(path: Path, results: list[dict[str, Any]], failures: list[Failur
             writer.writeheader()
             writer.writerows(rows)
 
-    outputs.atomic_write(path, write)
+    atomic_write(path, write)
     return path

@@ -65,14 +65,14 @@ def trial_artifacts(report: dict[str, Any], checkpoint_path: Path, test_images) 
     from segclass.trained import export_model, load_model
 
     names = report["class_names"]
-    files: dict[str, bytes] = {MODEL_ARTIFACT: export_model(checkpoint_path, "last")}
+    trained = load_model(checkpoint_path)  # last-epoch weights
+    files: dict[str, bytes] = {MODEL_ARTIFACT: export_model(trained)}
     for key, title in (("test_confusion_matrix", "test pixels"), ("holdout_cls_confusion_matrix", "held-out patches")):
         if key in report:
             files[f"{key}.json"] = json.dumps({"class_names": names, "matrix": report[key]}).encode()
             files[f"{key}.png"] = confusion_figure(report[key], names, title)
-    model = load_model(checkpoint_path).model
     for item in list(test_images)[:MAX_SAMPLES]:
-        prediction = predict_logits(model, item.rgb, report["patch_size"], report["eval_stride"]).argmax(0).numpy()
+        prediction = predict_logits(trained.model, item.rgb, report["patch_size"], report["eval_stride"]).argmax(0).numpy()
         files[f"masks/{item.name}_pred.png"] = _png(_shrink(prediction.astype(np.uint8), nearest=True))
         files[f"masks/{item.name}_truth.png"] = _png(_shrink(item.mask, nearest=True))
         files[f"masks/{item.name}_image.png"] = _png(_shrink(item.rgb, nearest=False))
