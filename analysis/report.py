@@ -9,15 +9,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from segclass.analysis.cli import options, parser  # noqa: E402
+from segclass.analysis.cli import options, parser, run  # noqa: E402
 from segclass.analysis.report import build_report  # noqa: E402
 
 
 def main(argv=None) -> int:
     args = parser(__doc__).parse_args(argv)
-    report = build_report(options(args))
-    print(f"{report.runs} runs -> {len(report.files)} files; open {report.index}")
-    return 0
+
+    def body() -> int:
+        report = build_report(options(args))
+        print(f"{report.runs} runs -> {len(report.files)} files; open {report.index}")
+        return 0
+
+    return run(body)
 
 
 if __name__ == "__main__":

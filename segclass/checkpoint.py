@@ -1,9 +1,12 @@
 """Trial checkpoints: written atomically, read with `weights_only=True`.
 
 A checkpoint holds what nanoGPT-style resume needs: model and optimizer state,
-completed epochs, the best-so-far weights and score, the metric history, the
-config that built the model and the torch RNG state. Only tensors and plain
-Python values go in, so loading never unpickles arbitrary objects.
+completed epochs, the best-so-far epoch and score, the metric history, the
+config that built the model and the torch RNG state. The best-epoch weights sit
+beside it in `best-<epoch>.pt`, written only when the best epoch changes (format
+1 carried them inside every checkpoint: a third more bytes per epoch). Only
+tensors and plain Python values go in, so loading never unpickles arbitrary
+objects.
 """
 
 from __future__ import annotations
@@ -17,8 +20,15 @@ import torch
 from segclass.errors import CheckpointError
 from segclass.files import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Formats this code reads: 1 kept the best weights inside the checkpoint.
+READABLE_FORMATS = (1, 2)
 FILENAME = "checkpoint.pt"
+
+
+def best_filename(epoch: int) -> str:
+    """The file of the best-epoch weights that a checkpoint's `best["epoch"]` points to."""
+    return f"best-{epoch}.pt"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -45,6 +55,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not a segclass checkpoint ({exc}); delete it to start the trial afresh"
         ) from exc
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} is not a segclass checkpoint of format {FORMAT_VERSION}")
+    if not isinstance(state, dict) or state.get("format_version") not in READABLE_FORMATS:
+        raise CheckpointError(f"{path} is not a segclass checkpoint of format {' or '.join(map(str, READABLE_FORMATS))}")
     return state

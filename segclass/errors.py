@@ -29,3 +29,7 @@ class TrainingError(SegclassError):
 
 class ConfigError(SegclassError, ValueError):
     """A configuration value is out of range or names something that does not exist."""
+
+
+class TrackingStoreError(SegclassError):
+    """An MLflow store or sweep folder cannot be used as asked (old format, another dataset, mixed settings)."""

@@ -92,6 +92,9 @@ class Preset:
     #: extra arms (SPEC: released-code variant and equal budget at one low s), as
     #: (mode, fraction, variant, budget); they use the preset's seeds
     extra_arms: tuple[tuple[str, float, str, str], ...] = field(default_factory=tuple)
+    #: epochs between trial checkpoints: each one is ~34 MB (weights + Adam state),
+    #: so the paper grid (1,170 trials x 100 epochs) checkpoints every 5th epoch
+    checkpoint_every: int = 1
 
     def points(self) -> list[GridPoint]:
         return expand(self)
@@ -101,7 +104,7 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper",
         description="the paper's full grids (both studies, 14 s and 12 c values, 5 seeds), 100 epochs; for a GPU cluster",
-        epochs=100, studies=STUDIES,
+        epochs=100, studies=STUDIES, checkpoint_every=5,
     ),
     "quick": Preset(
         name="quick",
@@ -149,4 +152,54 @@ def get_preset(name: str) -> Preset:
 def customise(preset: Preset, **changes) -> Preset:
     """A preset with some parts replaced (None leaves a part as it is)."""
     return replace(preset, **{k: v for k, v in changes.items() if v is not None})
+
+
+def narrow(preset: Preset, *, dataset: str | None = None, studies: tuple[str, ...] | None = None,
+           modes: tuple[str, ...] | None = None, fractions: tuple[float, ...] | None = None,
+           seeds: tuple[int, ...] | None = None, variants: tuple[str, ...] | None = None,
+           budgets: tuple[str, ...] | None = None, epochs: int | None = None) -> Preset:
+    """The preset with the CLI's grid flags applied to the whole grid, extra arms included.
+
+    A flag given means "only these": `--modes S` keeps no S+C arm, `--fractions 100`
+    no arm at s = 5%, `--variants paper` no released-code arm. Values are checked
+    here, before any Ray or MLflow work, so a typo costs one line, not a sweep.
+    """
+    _check_values(modes, fractions, seeds, epochs)
+    arms = preset.extra_arms
+    if modes is not None:
+        arms = tuple(a for a in arms if a[0] in modes)
+    if fractions is not None:
+        arms = tuple(a for a in arms if any(abs(a[1] - f) < 1e-9 for f in fractions))
+    if variants is not None:
+        arms = tuple(a for a in arms if a[2] in variants)
+    if budgets is not None:
+        arms = tuple(a for a in arms if a[3] in budgets)
+    seg_modes = tuple(m for m in modes if m in SEGMENTATION_MODES) if modes is not None else None
+    cls_modes = tuple(m for m in modes if m in CLASSIFICATION_MODES) if modes is not None else None
+    if modes is not None and studies is None:  # modes of one study only: run that study only
+        studies = tuple(s for s, ms in (("segmentation", seg_modes), ("classification", cls_modes)) if ms)
+    if fractions is not None and any(f > 0.5 for f in fractions) and "classification" in (studies or preset.studies):
+        raise ConfigError(f"--fractions {' '.join(percent(f) for f in fractions)}: c is at most 50 in the "
+                          "classification study (half the classification patches are held out); run the studies "
+                          "separately with --study")
+    narrowed = customise(preset, dataset=dataset, studies=studies, seg_modes=seg_modes, cls_modes=cls_modes,
+                         seg_fractions=fractions, cls_fractions=fractions, seeds=seeds, variants=variants,
+                         budgets=budgets, epochs=epochs)
+    narrowed = replace(narrowed, extra_arms=arms)
+    if not expand(narrowed):
+        raise ConfigError("the grid flags leave no grid point to run; check --study against --modes")
+    return narrowed
+
+
+def _check_values(modes, fractions, seeds, epochs) -> None:
+    if modes is not None and not modes:
+        raise ConfigError("--modes needs at least one mode")
+    for fraction in fractions or ():
+        if not 0.0 <= fraction <= 1.0:
+            raise ConfigError(f"--fractions {percent(fraction)}: s and c are percentages from 0 to 100")
+    for seed in seeds or ():
+        if seed < 0:
+            raise ConfigError(f"--seeds {seed}: seeds are non-negative integers")
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs {epochs}: a trial trains at least 1 epoch")
 

@@ -1,8 +1,8 @@
 """A trained model as a file: everything needed to use it travels inside it.
 
 Two files hold a trained model. A trial checkpoint (`checkpoint.pt`, written by
-the trainer each epoch) carries optimizer state and best-epoch weights for
-resuming. The slim export (`model.pt`, logged to each trial's MLflow run)
+the trainer every N epochs) carries optimizer state for resuming, with the
+best-epoch weights beside it (`best-<epoch>.pt`). The slim export (`model.pt`, logged to each trial's MLflow run)
 carries one set of weights. Both carry the model config, the class names, the
 trial config and the preprocessing of the data the model was trained on
 (magnification, foreground thresholds, stain reference), so a user predicting
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from segclass.checkpoint import FORMAT_VERSION, load_checkpoint
+from segclass.checkpoint import FORMAT_VERSION, best_filename, load_checkpoint
 from segclass.config import ModelConfig
 from segclass.errors import CheckpointError, ConfigError
 from segclass.model import SegClassNet
@@ -66,8 +66,11 @@ def _weights_of(state: dict[str, Any], which: str, path: Path) -> tuple[dict[str
     if "optimizer" not in state:  # slim export: one set of weights
         return state["model"], int(state.get("epoch", 0)), state.get("weights", "last")
     best = state.get("best", {})
-    if which == "best" and best.get("model") is not None:
+    if which == "best" and best.get("model") is not None:  # format 1: inline
         return best["model"], int(best["epoch"]), "best"
+    if which == "best" and int(best.get("epoch", -1)) > 0:
+        best_path = path.parent / best_filename(int(best["epoch"]))
+        return load_checkpoint(best_path)["model"], int(best["epoch"]), "best"
     return state["model"], int(state["epoch"]), "last"
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import segclass
 from segclass.augment import augment, normalize, to_input
-from segclass.checkpoint import FILENAME, load_checkpoint, save_checkpoint
+from segclass.checkpoint import FILENAME, best_filename, load_checkpoint, save_checkpoint
 from segclass.config import ModelConfig, TrainConfig
 from segclass.data.arrays import DatasetArrays
 from segclass.errors import CheckpointError, TrainingError
@@ -192,12 +192,20 @@ def train(
     run_dir: str | Path | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     device: str | None = None,
+    *,
+    checkpoint_every: int = 1,
+    pretrained_state: dict[str, torch.Tensor] | None = None,
+    on_resume: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one trial and return its final report (test metrics, sizes, timing).
 
-    With `run_dir`, a checkpoint is written there after every epoch and an
-    existing one is resumed from, so an interrupted trial ends with exactly the
-    weights of an uninterrupted one.
+    With `run_dir`, a checkpoint is written there every `checkpoint_every`
+    epochs (and after the last) and an existing one is resumed from, so an
+    interrupted trial ends with exactly the weights of an uninterrupted one;
+    `on_resume(history)` then sees the epochs the checkpoint already holds.
+    Each epoch's metrics say whether a checkpoint was written (`checkpointed`).
+    `pretrained_state` (a state dict read once by the caller) replaces reading
+    `config.pretrained` from disk.
     """
     data.validate()
     check_patches_available(config, data)
@@ -208,7 +216,8 @@ def train(
     model_config = ModelConfig(num_classes=data.num_classes, variant=config.variant)
     with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's RNG
         torch.manual_seed(config.seed)
-        model = build_model(model_config, config.pretrained).to(target)
+        model = build_model(model_config, pretrained_state if pretrained_state is not None else config.pretrained)
+        model = model.to(target)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     log.info(
         "trial %s mode=%s s=%g c=%g seed=%d variant=%s budget=%s: %d seg + %d cls patches, %d iterations/epoch on %s",
@@ -219,15 +228,22 @@ def train(
     # resume ------------------------------------------------------------------
     checkpoint_path = Path(run_dir) / FILENAME if run_dir else None
     start_epoch, history = 0, []
-    best: dict[str, Any] = {"epoch": -1, "val_macro_f1": -1.0, "model": None}
+    best: dict[str, Any] = {"epoch": -1, "val_macro_f1": -1.0}
+    best_model: dict[str, torch.Tensor] | None = None  # in memory; on disk only when it changed
+    best_saved = -1
     if checkpoint_path and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
         _check_same_trial(state, config, checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history, best = state["epoch"], state["history"], state["best"]
+        start_epoch, history = state["epoch"], state["history"]
+        best = {"epoch": state["best"]["epoch"], "val_macro_f1": state["best"]["val_macro_f1"]}
+        best_model = state["best"].get("model") or _read_best(checkpoint_path, best["epoch"])
+        best_saved = best["epoch"]
         torch.set_rng_state(state["rng_torch"])
         log.info("resumed from %s after epoch %d", checkpoint_path, start_epoch)
+        if on_resume:
+            on_resume(history)
 
     # the loop ----------------------------------------------------------------
     def evaluate(prefix: str, images) -> dict[str, Any]:
@@ -244,16 +260,23 @@ def train(
                        images_per_second=metrics["train_images"] / train_seconds if train_seconds > 0 else 0.0,
                        epoch_seconds=time.perf_counter() - started)
         if metrics["val_macro_f1"] > best["val_macro_f1"]:
-            best = {"epoch": epoch + 1, "val_macro_f1": metrics["val_macro_f1"],
-                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            best = {"epoch": epoch + 1, "val_macro_f1": metrics["val_macro_f1"]}
+            best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         history.append(metrics)
-        if checkpoint_path:
+        metrics["checkpointed"] = bool(checkpoint_path) and ((epoch + 1) % max(1, checkpoint_every) == 0
+                                                               or epoch + 1 == config.epochs)
+        if metrics["checkpointed"]:
+            if best["epoch"] != best_saved:  # best weights first: the checkpoint then points to a whole file
+                save_checkpoint(checkpoint_path.parent / best_filename(best["epoch"]), {"model": best_model})
             save_checkpoint(checkpoint_path, {
                 "config": config.to_dict(), "model_config": dataclasses.asdict(model_config),
                 "class_names": list(data.class_names), "preprocessing": data.preprocessing, "epoch": epoch + 1,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best, "history": history,
                 "rng_torch": torch.get_rng_state(), "segclass_version": segclass.__version__,
             })
+            if best["epoch"] != best_saved:
+                _remove_stale_best(checkpoint_path.parent, keep=best["epoch"])
+                best_saved = best["epoch"]
         log.info(
             "epoch %d/%d  loss %.4f (seg %.4f, cls %.4f)  val macro F1 %.3f  paper-micro F1 %.3f  %.1f img/s",
             epoch + 1, config.epochs, metrics["train_loss"], metrics["train_loss_seg"], metrics["train_loss_cls"],
@@ -273,9 +296,9 @@ def train(
     if config.study == "classification":
         report.update(evaluate_patches(model, data.cls_images[trial.cls_holdout], data.cls_labels[trial.cls_holdout],
                                        data.num_classes, device=target, prefix="holdout_cls_"))
-    if best["model"] is not None:
+    if best_model is not None:
         last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(best["model"])
+        model.load_state_dict(best_model)
         report.update(evaluate("test_best_", data.test))
         model.load_state_dict(last_state)
     report["best_epoch"] = best["epoch"]
@@ -285,6 +308,18 @@ def train(
         report["images_per_second"] = sum(h["train_images"] for h in history) / seconds if seconds > 0 else 0.0
     report["history"] = [{k: v for k, v in h.items() if not k.endswith("confusion_matrix")} for h in history]
     return report
+
+
+def _read_best(checkpoint_path: Path, epoch: int) -> dict[str, torch.Tensor] | None:
+    if epoch < 1:
+        return None
+    return load_checkpoint(checkpoint_path.parent / best_filename(epoch))["model"]
+
+
+def _remove_stale_best(folder: Path, keep: int) -> None:
+    for path in folder.glob("best-*.pt"):
+        if path.name != best_filename(keep):
+            path.unlink(missing_ok=True)
 
 
 def _check_same_trial(state: dict[str, Any], config: TrainConfig, path: Path) -> None:

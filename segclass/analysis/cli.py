@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Callable
 
 from segclass.analysis.report import ReportOptions
 
@@ -17,6 +19,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     result.add_argument("--experiment", default=None,
                         help="only this MLflow experiment (e.g. segclass-segmentation-bach)")
     result.add_argument("--dataset", default=None, help="only runs of this dataset")
+    result.add_argument("--sweep", default=None, help="only runs of this sweep (its --name)")
+    result.add_argument("--epochs", type=int, default=None, help="only runs trained for this many epochs")
+    result.add_argument("--settings", default=None,
+                        help="only runs with these training settings (the segclass.settings tag, or its start; "
+                             "the error for mixed settings lists them)")
     result.add_argument("--seeds", type=int, default=None,
                         help="seeds planned per cell; cells with fewer show their count (default: seeds found)")
     result.add_argument("--with-paper", action="store_true",
@@ -25,10 +32,21 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def options(args: argparse.Namespace) -> ReportOptions:
-    from segclass.sweep.tracking import default_tracking_uri
+    from segclass.schema import default_tracking_uri
 
     results = Path(args.results)
     return ReportOptions(mlflow_uri=args.mlflow_uri or default_tracking_uri(results),
                          out_dir=Path(args.out) if args.out else results / "analysis",
                          experiment=args.experiment, dataset=args.dataset, with_paper=args.with_paper,
-                         seeds=args.seeds)
+                         seeds=args.seeds, sweep=args.sweep, epochs=args.epochs, settings=args.settings)
+
+
+def run(main: Callable[[], int]) -> int:
+    """Run an analysis CLI's body; segclass's own errors become one line on stderr and exit status 2."""
+    from segclass.errors import SegclassError
+
+    try:
+        return main()
+    except SegclassError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -22,6 +22,15 @@ class ReportOptions:
     dataset: str | None = None
     with_paper: bool = False  # draw the paper's numbers beside ours where the dataset is one of the paper's
     seeds: int | None = None  # seeds planned per cell (default: the seeds found in the runs)
+    sweep: str | None = None  # only this sweep's runs
+    epochs: int | None = None  # only runs of this many epochs
+    settings: str | None = None  # only runs with this settings hash (prefix)
+
+
+def select_runs(options: ReportOptions) -> pd.DataFrame:
+    """The finished runs the options select (refused when they mix training settings)."""
+    return load_runs(options.mlflow_uri, options.experiment, options.dataset, sweep=options.sweep,
+                     settings=options.settings, epochs=options.epochs)
 
 
 @dataclass
@@ -94,7 +103,7 @@ def paper_comparison(seg_summary: pd.DataFrame, cls_summary: pd.DataFrame) -> li
 
 
 def build_report(options: ReportOptions) -> Report:
-    runs = load_runs(options.mlflow_uri, options.experiment, options.dataset)
+    runs = select_runs(options)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     table_files, seg_summary, cls_summary = build_tables(runs, options)
     figure_files = build_curves(seg_summary, cls_summary, options)

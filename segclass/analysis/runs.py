@@ -1,4 +1,10 @@
-"""Finished sweep runs from MLflow as one tidy DataFrame (one row per run)."""
+"""Finished sweep runs from MLflow as one tidy DataFrame (one row per run).
+
+A table cell averages runs over seeds, so every run in a selection must share
+its training settings (epochs, batch size, weights, data: the `segclass.settings`
+tag). A selection holding several is refused with a message that says what
+differs and which filter (`--sweep`, `--epochs`, `--settings`) picks one.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from segclass.errors import TrackingStoreError
 from segclass.grid import GridPoint
-from segclass.sweep.tracking import KEY_TAG
+from segclass.schema import (FINAL_PREFIX, IDENTITY_TAG, KEY_TAG, SETTINGS_TAG, SWEEP_TAG, check_run_is_current,
+                             identity_columns)
 
-RUN_COLUMNS = ["experiment", "run_id", "run_name", "study", "dataset", "mode", "x", "seed", "variant", "budget"]
+RUN_COLUMNS = ["experiment", "run_id", "run_name", "study", "dataset", "mode", "x", "seed", "variant", "budget",
+               "identity", "settings", "sweep", "epochs"]
 
 
-def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | None = None) -> pd.DataFrame:
+def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | None = None,
+              sweep: str | None = None, settings: str | None = None, epochs: int | None = None) -> pd.DataFrame:
     """Finished segclass runs; `x` is s or c in percent; metrics are the runs' final_* values."""
     from mlflow import MlflowClient
 
@@ -20,33 +30,66 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
     experiments = [e for e in client.search_experiments() if e.name.startswith("segclass-")]
     if experiment:
         experiments = [e for e in experiments if e.name == experiment]
-    records = []
+    records, run_settings = [], {}
     for exp in experiments:
         token = None
         while True:
             page = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
                                       max_results=1000, page_token=token)
             for run in page:
-                key = run.data.tags.get(KEY_TAG)
-                if not key:
+                tags = run.data.tags
+                if not tags.get(KEY_TAG):
                     continue
-                point = GridPoint.from_key(key)
-                if dataset and point.dataset != dataset:
+                check_run_is_current(tags, tracking_uri)
+                point = GridPoint.from_key(tags[KEY_TAG])
+                params = run.data.params
+                if dataset and point.dataset != dataset or sweep and tags.get(SWEEP_TAG) != sweep:
+                    continue
+                if settings and not tags.get(SETTINGS_TAG, "").startswith(settings):
+                    continue
+                if epochs is not None and params.get("epochs") != str(epochs):
                     continue
                 record = {"experiment": exp.name, "run_id": run.info.run_id, "run_name": run.info.run_name,
                           "study": point.study, "dataset": point.dataset, "mode": point.mode,
                           "x": round(point.fraction * 100, 4), "seed": point.seed, "variant": point.variant,
-                          "budget": point.budget, "artifact_uri": run.info.artifact_uri}
-                record.update({k[len("final_"):]: v for k, v in run.data.metrics.items() if k.startswith("final_")})
+                          "budget": point.budget, "identity": tags[IDENTITY_TAG], "settings": tags[SETTINGS_TAG],
+                          "sweep": tags.get(SWEEP_TAG, ""), "epochs": int(params.get("epochs", 0)),
+                          "artifact_uri": run.info.artifact_uri}
+                record.update({k[len(FINAL_PREFIX):]: v for k, v in run.data.metrics.items()
+                               if k.startswith(FINAL_PREFIX)})
                 records.append(record)
+                run_settings.setdefault((point.dataset, tags[SETTINGS_TAG]), identity_columns(params))
             token = page.token
             if not token:
                 break
-    return pd.DataFrame.from_records(records, columns=None if records else RUN_COLUMNS)
+    frame = pd.DataFrame.from_records(records, columns=None if records else RUN_COLUMNS)
+    check_one_setting(frame, run_settings)
+    return frame
+
+
+def check_one_setting(frame: pd.DataFrame, run_settings: dict[tuple[str, str], dict[str, str]]) -> None:
+    """Refuse to put runs of different training settings of one dataset into one table."""
+    for dataset, runs in frame.groupby("dataset") if not frame.empty else []:
+        groups = sorted(runs["settings"].unique())
+        if len(groups) < 2:
+            continue
+        described = [run_settings[(dataset, g)] for g in groups]
+        differing = sorted(k for k in set().union(*described) if len({d.get(k) for d in described}) > 1)
+        lines = []
+        for group, values in zip(groups, described):
+            members = runs[runs["settings"] == group]
+            what = ", ".join(f"{k}={values.get(k)}" for k in differing)
+            lines.append(f"  --settings {group[:8]}: {len(members)} runs ({what}; sweeps "
+                         f"{', '.join(sorted(set(members['sweep'])))})")
+        raise TrackingStoreError(
+            f"the finished runs of dataset {dataset} were trained with {len(groups)} different settings (they differ "
+            f"in {', '.join(differing)}); their results must not share a table cell. Pick one with --settings "
+            "(below), --sweep NAME or --epochs N:\n" + "\n".join(lines)
+        )
 
 
 def artifact_path(artifact_uri: str, name: str) -> Path:
-    """Local path of a run artifact (the default stores are local folders)."""
+    """Local path of a run artifact (downloaded when the store is remote)."""
     from mlflow.artifacts import download_artifacts
 
     return Path(download_artifacts(artifact_uri=f"{artifact_uri.rstrip('/')}/{name}"))

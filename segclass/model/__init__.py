@@ -6,7 +6,7 @@
     out = net(torch.zeros(2, 3, 128, 128))   # out.mask_logits: 2x4x128x128
 """
 
-from segclass.model.encoder import ResNet18Encoder, load_pretrained_encoder
+from segclass.model.encoder import ResNet18Encoder, load_pretrained_encoder, read_pretrained_state
 from segclass.model.heads import ClassificationHead, MaxPoolClassificationHead, SegmentationHead
 from segclass.model.net import ModelOutput, SegClassNet, build_model
 
@@ -19,4 +19,5 @@ __all__ = [
     "SegmentationHead",
     "build_model",
     "load_pretrained_encoder",
+    "read_pretrained_state",
 ]

@@ -45,8 +45,8 @@ class ResNet18Encoder(nn.Module):
         return self.layer3(self.layer2(self.layer1(x)))
 
 
-def load_pretrained_encoder(encoder: ResNet18Encoder, path: str | Path) -> None:
-    """Load a torchvision resnet18 state dict from a local file into `encoder`.
+def read_pretrained_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a torchvision resnet18 state dict from a local file, with errors that say what to pass.
 
     Only a file the user names is read; nothing is downloaded. `weights_only=True`
     because the file comes from outside and must not run code when unpickled.
@@ -69,6 +69,13 @@ def load_pretrained_encoder(encoder: ResNet18Encoder, path: str | Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise PretrainedWeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_pretrained_encoder(encoder: ResNet18Encoder, source: str | Path | dict[str, torch.Tensor]) -> None:
+    """Load torchvision resnet18 weights (a file, or a state dict already read) into `encoder`."""
+    state = source if isinstance(source, dict) else read_pretrained_state(source)
+    where = "the given state dict" if isinstance(source, dict) else str(source)
     trunk_state = {k: v for k, v in state.items() if not k.startswith(_UNUSED_PREFIXES)}
     expected = encoder.state_dict()
     missing = sorted(set(expected) - set(trunk_state))
@@ -78,10 +85,10 @@ def load_pretrained_encoder(encoder: ResNet18Encoder, path: str | Path) -> None:
     )
     if missing or unexpected or wrong_shape:
         raise PretrainedWeightsError(
-            f"{path} does not fit a resnet18 trunk: missing keys {missing[:5]}"
+            f"{where} does not fit a resnet18 trunk: missing keys {missing[:5]}"
             f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''}, wrong shapes {wrong_shape[:5]}; "
             "pass a torchvision resnet18 state dict"
         )
     encoder.load_state_dict(trunk_state, strict=True)
-    log.info("loaded pretrained resnet18 trunk weights from %s", path)
+    log.info("loaded pretrained resnet18 trunk weights from %s", where)

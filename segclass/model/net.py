@@ -57,8 +57,8 @@ def upsample_to(lowres: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return F.interpolate(lowres, size=images.shape[-2:], mode="nearest")
 
 
-def build_model(config: ModelConfig, pretrained: str | None = None) -> SegClassNet:
-    """Build the network, loading encoder weights from a local file when one is named.
+def build_model(config: ModelConfig, pretrained: str | dict | None = None) -> SegClassNet:
+    """Build the network, loading encoder weights from a local file (or a state dict read from one).
 
     Without a file the encoder starts from random initialisation; the paper used
     ImageNet weights, so this is said loudly rather than silently.

@@ -41,7 +41,7 @@ def _download(uri: str, tracking_uri: str | None) -> Path:
     import mlflow
     from mlflow.artifacts import download_artifacts
 
-    from segclass.sweep.tracking import default_tracking_uri
+    from segclass.schema import default_tracking_uri
 
     run_and_path = uri[len("runs:/"):].strip("/")
     if "/" not in run_and_path:  # a run alone: its model.pt

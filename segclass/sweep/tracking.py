@@ -1,40 +1,27 @@
-"""MLflow specifics, in one place: one run per grid point, found again by its key.
+"""MLflow runs of sweep trials: find, start, log, finish, keyed by trial identity.
 
-Ray's stock MLflow callback maps Tune trial ids to runs in driver memory, so a
-restarted driver opens duplicates. Here every run carries its grid point's
-deterministic key as the tag `segclass.grid_key`; the tracker reattaches to an
-unfinished run with that key and never logs an epoch twice, so a resumed or
-retried trial continues its own run with an intact history.
-
-Only the sweep driver writes (a Tune callback), so a SQLite store never sees
-concurrent writers.
+One run per trial identity (see `segclass.schema`). A trial that resumes from
+its checkpoint continues its run; a trial that starts from epoch 0 while an
+unfinished run of its identity already holds epochs gets a new run and the old
+one is ended as KILLED with a `segclass.superseded_by` tag, so no run's history
+is ever spliced from two trainings. Only the writer thread (`writer.py`) calls
+the writing methods.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from segclass.grid import GridPoint
+from segclass.schema import (FINAL_METRIC_PREFIXES, FINAL_PREFIX, FINISHED, IDENTITY_TAG, KEY_TAG, SUPERSEDED_TAG,
+                             TrialIdentity, check_run_is_current, experiment_name)
 
 log = logging.getLogger(__name__)
-
-KEY_TAG = "segclass.grid_key"
-SWEEP_TAG = "segclass.sweep"
-FINISHED = "FINISHED"
-
-
-def default_tracking_uri(results: Path) -> str:
-    """A SQLite store in the results folder (MLflow's file store is in maintenance mode)."""
-    return f"sqlite:///{(results / 'mlflow.db').resolve()}"
-
-
-def experiment_name(point: GridPoint) -> str:
-    return f"segclass-{point.study}-{point.dataset}"
+#: MLflow's log_batch takes at most 1,000 metrics per call.
+BATCH_LIMIT = 1000
 
 
 def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -47,24 +34,30 @@ def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float
     return out
 
 
+def is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 class Tracker:
-    """Create, find and finish MLflow runs for grid points."""
+    """Create, find and finish the MLflow runs of trial identities."""
 
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None, sweep: str = "") -> None:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = tracking_uri
-        self.artifact_root = artifact_root
+        # a tracking server decides where artifacts go (its --artifacts-destination); a local store keeps
+        # them beside the database
+        self.artifact_root = None if is_server(tracking_uri) else artifact_root
         self.sweep = sweep
         self._experiments: dict[str, str] = {}
-        self._runs: dict[str, str] = {}  # grid key -> run id
-        self._last_epoch: dict[str, int] = {}  # grid key -> last epoch logged
-        self._finished: set[str] = set()  # keys whose run was already finished: log nothing more
+        self._runs: dict[str, str] = {}  # identity digest -> run id
+        self._last_epoch: dict[str, int] = {}  # identity digest -> last epoch logged
+        self._finished: set[str] = set()  # digests whose run is finished: log nothing more
 
     # -- lookup -------------------------------------------------------------
-    def experiment_id(self, point: GridPoint) -> str:
-        name = experiment_name(point)
+    def experiment_id(self, identity: TrialIdentity) -> str:
+        name = experiment_name(identity.point)
         if name not in self._experiments:
             existing = self.client.get_experiment_by_name(name)
             if existing is not None:
@@ -74,96 +67,107 @@ class Tracker:
                 self._experiments[name] = self.client.create_experiment(name, artifact_location=location)
         return self._experiments[name]
 
-    def runs_for(self, point: GridPoint) -> list:
-        return self.client.search_runs([self.experiment_id(point)], filter_string=f"tags.`{KEY_TAG}` = '{point.key}'",
-                                       max_results=50)
+    def _all_runs(self, experiment_id: str, filter_string: str = ""):
+        token = None
+        while True:
+            page = self.client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+                                           page_token=token)
+            yield from page
+            token = page.token
+            if not token:
+                return
 
-    def finished_keys(self, points: list[GridPoint]) -> set[str]:
-        """Keys of the points that already have a finished run."""
+    def finished_identities(self, identities: list[TrialIdentity]) -> set[str]:
+        """Digests of the identities that already have a finished run (refusing stores of old segclass)."""
+        wanted = {i.digest for i in identities}
         finished = set()
-        for experiment in {self.experiment_id(p) for p in points}:
-            token = None
-            while True:
-                page = self.client.search_runs([experiment], filter_string="attributes.status = 'FINISHED'",
-                                               max_results=1000, page_token=token)
-                finished.update(run.data.tags.get(KEY_TAG) for run in page)
-                token = page.token
-                if not token:
-                    break
-        return {p.key for p in points} & finished
+        for experiment in sorted({self.experiment_id(i) for i in identities}):
+            for run in self._all_runs(experiment):
+                check_run_is_current(run.data.tags, self.tracking_uri)
+                if run.info.status == FINISHED and run.data.tags.get(IDENTITY_TAG) in wanted:
+                    finished.add(run.data.tags[IDENTITY_TAG])
+        return finished
 
-    # -- writing ------------------------------------------------------------
-    def ensure_run(self, point: GridPoint, params: dict[str, Any]) -> str:
-        """The run of `point`: an unfinished one is reattached, else a new one is made."""
-        if point.key in self._runs:
-            return self._runs[point.key]
-        runs = self.runs_for(point)
+    # -- writing (writer thread only) ----------------------------------------
+    def start(self, identity: TrialIdentity, params: dict[str, Any], start_epoch: int) -> str:
+        """The run of `identity` for a training that resumed after `start_epoch` (0: a fresh start)."""
+        digest = identity.digest
+        if digest in self._runs:
+            return self._runs[digest]
+        runs = list(self._all_runs(self.experiment_id(identity), f"tags.`{IDENTITY_TAG}` = '{digest}'"))
         finished = [r for r in runs if r.info.status == FINISHED]
-        candidates = [r for r in runs if r.info.status != FINISHED]
+        open_runs = [r for r in runs if r.info.status != FINISHED and SUPERSEDED_TAG not in r.data.tags]
+        run_id = None
         if finished:  # a trial replayed after its run was finished: never a second run
             run_id = finished[0].info.run_id
-            self._finished.add(point.key)
-        elif candidates:
-            run = max(candidates, key=lambda r: r.info.start_time)
-            run_id = run.info.run_id
-            history = self.client.get_metric_history(run_id, "epoch")
-            self._last_epoch[point.key] = int(max((m.value for m in history), default=0))
-            self.client.update_run(run_id, status="RUNNING")
-            log.info("reattached to MLflow run %s for %s (history up to epoch %d)", run_id, point.run_name,
-                     self._last_epoch[point.key])
-        else:
-            tags = {KEY_TAG: point.key, SWEEP_TAG: self.sweep, "mlflow.runName": point.run_name}
-            run_id = self.client.create_run(self.experiment_id(point), run_name=point.run_name, tags=tags).info.run_id
-            from mlflow.entities import Param
-
-            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-            self._last_epoch[point.key] = 0
-        self._runs[point.key] = run_id
+            self._finished.add(digest)
+        elif open_runs:
+            run = max(open_runs, key=lambda r: r.info.start_time)
+            history = self.client.get_metric_history(run.info.run_id, "epoch")
+            last = int(max((m.value for m in history), default=0))
+            if start_epoch == 0 and last > 0:  # a new training: never splice it onto the old history
+                self._supersede(run.info.run_id, last)
+            else:
+                run_id = run.info.run_id
+                self._last_epoch[digest] = last
+                self.client.update_run(run_id, status="RUNNING")
+                log.info("reattached to MLflow run %s for %s (history up to epoch %d)", run_id,
+                         identity.point.run_name, last)
+        if run_id is None:
+            run_id = self._create(identity, params)
+        self._runs[digest] = run_id
         return run_id
 
-    def is_finished(self, point: GridPoint) -> bool:
-        """True when the point's run was already finished before this tracker touched it, or by it."""
-        return point.key in self._finished
+    def _create(self, identity: TrialIdentity, params: dict[str, Any]) -> str:
+        from mlflow.entities import Param
 
-    def log_epoch(self, point: GridPoint, epoch: int, metrics: dict[str, Any]) -> bool:
-        """Log one epoch's metrics unless that epoch is already in the run (a replayed epoch)."""
-        run_id = self._runs[point.key]
-        if point.key in self._finished or epoch <= self._last_epoch.get(point.key, 0):
-            return False
+        run = self.client.create_run(self.experiment_id(identity), run_name=identity.point.run_name,
+                                     tags=identity.tags(self.sweep))
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self._last_epoch[identity.digest] = 0
+        return run.info.run_id
+
+    def _supersede(self, run_id: str, last: int) -> None:
+        self.client.set_tag(run_id, SUPERSEDED_TAG, "a fresh training of the same identity (no checkpoint was found)")
+        self.client.set_terminated(run_id, status="KILLED")
+        log.warning("MLflow run %s held epochs 1-%d but its checkpoint is gone; the trial trains afresh in a new "
+                    "run and the old one is marked KILLED (%s)", run_id, last, SUPERSEDED_TAG)
+
+    def log_epochs(self, digest: str, epochs: list[tuple[int, dict[str, float]]]) -> int:
+        """Log epochs not yet in the run, in as few calls as MLflow allows; returns how many were new."""
         from mlflow.entities import Metric
 
+        if digest in self._finished:
+            return 0
         now = int(time.time() * 1000)
-        values = scalar_metrics(metrics)
-        batch = [Metric(key, value, now, epoch) for key, value in values.items()]
-        for start in range(0, len(batch), 500):
-            self.client.log_batch(run_id, metrics=batch[start : start + 500])
-        self._last_epoch[point.key] = epoch
-        return True
+        new = sorted({e: m for e, m in epochs if e > self._last_epoch.get(digest, 0)}.items())
+        batch = [Metric(key, value, now, epoch) for epoch, metrics in new for key, value in metrics.items()]
+        for start in range(0, len(batch), BATCH_LIMIT):
+            self.client.log_batch(self._runs[digest], metrics=batch[start : start + BATCH_LIMIT])
+        if new:
+            self._last_epoch[digest] = new[-1][0]
+        return len(new)
 
-    def finish(self, point: GridPoint, report: dict[str, Any], artifacts: dict[str, bytes]) -> None:
-        """Final test metrics, artifacts, status FINISHED."""
+    def finish(self, digest: str, folder: Path) -> None:
+        """Final test metrics from `folder`/report.json, the folder's files as artifacts, status FINISHED."""
         from mlflow.entities import Metric
 
-        if point.key in self._finished:
+        if digest in self._finished:
             return
-        run_id = self._runs[point.key]
+        run_id = self._runs[digest]
+        report = json.loads((folder / "report.json").read_text())
         now = int(time.time() * 1000)
-        finals = {k: v for k, v in scalar_metrics(report).items()
-                  if k.startswith(("test_", "holdout_", "val_best", "best_epoch", "images_per_second", "n_"))}
-        self.client.log_batch(run_id, metrics=[Metric(f"final_{k}", v, now, 0) for k, v in finals.items()])
-        with tempfile.TemporaryDirectory() as folder:
-            folder_path = Path(folder)
-            (folder_path / "report.json").write_text(json.dumps(report, indent=1, default=str))
-            for name, payload in artifacts.items():
-                target = folder_path / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(payload)
-            self.client.log_artifacts(run_id, str(folder_path))
+        finals = {k: v for k, v in scalar_metrics(report).items() if k.startswith(FINAL_METRIC_PREFIXES)}
+        self.client.log_batch(run_id, metrics=[Metric(f"{FINAL_PREFIX}{k}", v, now, 0) for k, v in finals.items()])
+        self.client.log_artifacts(run_id, str(folder))
         self.client.set_terminated(run_id, status=FINISHED)
-        self._finished.add(point.key)
+        self._finished.add(digest)
 
-    def fail(self, point: GridPoint) -> None:
-        """Mark a run failed; a later resume reattaches to it."""
-        run_id = self._runs.get(point.key)
-        if run_id and point.key not in self._finished:
+    def fail(self, digest: str) -> None:
+        """Mark a run failed; a later sweep reattaches to it (it resumes from the trial's checkpoint)."""
+        run_id = self._runs.pop(digest, None)
+        if run_id and digest not in self._finished:
             self.client.set_terminated(run_id, status="FAILED")
+
+    def is_finished(self, digest: str) -> bool:
+        return digest in self._finished

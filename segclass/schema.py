@@ -1,0 +1,125 @@
+"""The MLflow tracking schema, in one place: the sweep writes with it, analysis and predict read with it.
+
+A trial's *identity* is its grid point plus everything else that decides its
+result: the training settings of its `TrainConfig` (epochs, batch size,
+learning rate, augmentation, evaluation stride...), the content hash of the
+pretrained weights, the fingerprint of the data cache and `RESULT_VERSION`
+(bumped whenever code changes what a trial computes). Two runs with the same
+identity are the same experiment; a 1-epoch smoke run and a 100-epoch paper run
+of one grid point are not. Each MLflow run carries:
+
+- tags: `segclass.identity` (a short hash of the identity), `segclass.grid_key`
+  (the grid point), `segclass.settings` (a short hash of the identity without
+  the grid point: what a table cell must hold constant), `segclass.sweep`;
+- params: every identity field, readable (numbers as numbers, so MLflow's
+  `params.seg_percent < 10` style filters work on what they can);
+- metrics: per-epoch `train_*` / `val_*` at step = epoch, and `final_*` once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segclass.grid import GridPoint
+
+#: Bump when a code change alters what a trial computes (metrics, weights), so
+#: runs of the old code are not counted as finished for the new one.
+RESULT_VERSION = 2
+
+KEY_TAG = "segclass.grid_key"
+IDENTITY_TAG = "segclass.identity"
+SETTINGS_TAG = "segclass.settings"
+SWEEP_TAG = "segclass.sweep"
+#: Set on an unfinished run that a fresh training of the same identity replaced.
+SUPERSEDED_TAG = "segclass.superseded_by"
+FINISHED = "FINISHED"
+FINAL_PREFIX = "final_"
+EPOCH_METRIC_PREFIXES = ("train_", "val_")
+EPOCH_METRIC_KEYS = ("epoch", "images_per_second", "epoch_seconds", "train_seconds")
+FINAL_METRIC_PREFIXES = ("test_", "holdout_", "val_best", "best_epoch", "images_per_second", "n_")
+#: Training settings of a TrainConfig that are part of a grid point, not of the settings.
+_POINT_FIELDS = ("dataset", "mode", "seg_fraction", "cls_fraction", "seed", "variant", "budget", "pretrained")
+RANDOM_INIT = "none (random init)"
+
+
+def default_tracking_uri(results: Path) -> str:
+    """A SQLite store in the results folder (MLflow's file store is in maintenance mode)."""
+    return f"sqlite:///{(Path(results) / 'mlflow.db').resolve()}"
+
+
+def experiment_name(point: GridPoint) -> str:
+    return f"segclass-{point.study}-{point.dataset}"
+
+
+def short_hash(values: dict[str, Any]) -> str:
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TrialIdentity:
+    """A grid point plus the settings that decide its result (see module docstring)."""
+
+    point: GridPoint
+    settings: tuple[tuple[str, Any], ...]  # sorted (name, value) pairs
+
+    @classmethod
+    def of(cls, point: GridPoint, train_settings: dict[str, Any], pretrained_sha256: str,
+           data_fingerprint: str) -> "TrialIdentity":
+        """`train_settings`: a TrainConfig as a dict; its grid-point fields are ignored."""
+        settings = {k: v for k, v in train_settings.items() if k not in _POINT_FIELDS}
+        settings.update(pretrained_sha256=pretrained_sha256 or "", data_fingerprint=data_fingerprint,
+                        result_version=RESULT_VERSION)
+        return cls(point, tuple(sorted(settings.items())))
+
+    @property
+    def settings_dict(self) -> dict[str, Any]:
+        return dict(self.settings)
+
+    @property
+    def settings_hash(self) -> str:
+        return short_hash(self.settings_dict)
+
+    @property
+    def digest(self) -> str:
+        return short_hash({"grid_key": self.point.key, **self.settings_dict})
+
+    def tags(self, sweep: str) -> dict[str, str]:
+        return {KEY_TAG: self.point.key, IDENTITY_TAG: self.digest, SETTINGS_TAG: self.settings_hash,
+                SWEEP_TAG: sweep, "mlflow.runName": self.point.run_name}
+
+    def params(self, pretrained_name: str = "") -> dict[str, Any]:
+        """Readable MLflow params: the grid point and every setting."""
+        point = self.point
+        params: dict[str, Any] = {
+            "study": point.study, "dataset": point.dataset, "mode": point.mode, "seed": point.seed,
+            "variant": point.variant, "budget": point.budget,
+            "seg_percent" if point.study == "segmentation" else "cls_percent": round(point.fraction * 100, 4),
+            "pretrained": pretrained_name or RANDOM_INIT,
+        }
+        params.update(self.settings_dict)
+        return params
+
+
+def identity_columns(params: dict[str, str]) -> dict[str, str]:
+    """The settings part of a run's params (what `TrialIdentity.settings` holds), for comparing runs."""
+    point_params = {"study", "dataset", "mode", "seed", "variant", "budget", "seg_percent", "cls_percent",
+                    "pretrained", "sweep", "preset"}
+    return {k: v for k, v in params.items() if k not in point_params}
+
+
+def check_run_is_current(tags: dict[str, str], where: str) -> None:
+    """Refuse runs that segclass wrote before trial identities existed (no silent mixing)."""
+    from segclass.errors import TrackingStoreError
+
+    if KEY_TAG in tags and IDENTITY_TAG not in tags:
+        raise TrackingStoreError(
+            f"the MLflow store {where} holds runs written by segclass before trial identities (run "
+            f"{tags.get('mlflow.runName', '?')!r} has no {IDENTITY_TAG} tag): their settings (epochs, weights, data) "
+            "are unknown, so they cannot be compared or resumed. Start a new store (--results DIR or --mlflow-uri), "
+            "or move the old one aside"
+        )

@@ -1,0 +1,191 @@
+"""The sweep driver: from a preset to finished MLflow runs, resumable at any moment.
+
+One operation covers starting, resuming and growing a sweep: compute every grid
+point's trial identity, skip those with a finished MLflow run of that identity,
+and run the rest as a new Tune experiment (`tune-<n>` under the sweep's
+folder). Each trial continues from its own checkpoint if it has one. A driver
+killed at any moment therefore loses at most the epochs since each running
+trial's last checkpoint.
+
+Ray: without an address a private Ray starts on 127.0.0.1 (`address="local"`:
+never a cluster that happens to run on this machine); with one, the driver
+joins that cluster and ships segclass's own code to it (`runtime_env`
+py_modules), so a node needs only the dependencies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import segclass
+from segclass.errors import ConfigError
+from segclass.grid import GridPoint, Preset, expand
+from segclass.schema import TrialIdentity, default_tracking_uri
+from segclass.sweep.manifest import check_sweep
+from segclass.sweep.storage import Storage
+from segclass.sweep.trial import EpochHook, run_trial
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepOptions:
+    """Everything `sweeps/full_grid.py` can set; see its --help."""
+
+    preset: Preset
+    name: str = "segclass"
+    data_root: str | None = None
+    address: str | None = None  # None: a private local Ray on 127.0.0.1; "auto" or HOST:PORT: join that cluster
+    storage: str = "results/tune"
+    mlflow_uri: str | None = None
+    results: str = "results"
+    gpus_per_trial: float | None = None  # None: 0.25 when the cluster has GPUs, else 0
+    cpus_per_trial: float = 1.0
+    max_failures: int = 2
+    checkpoint_every: int | None = None  # None: the preset's
+    grow: bool = False
+    resume: bool = False
+    keep_trial_files: bool = False
+    pretrained: str | None = None
+    batch_size: int = 20
+    num_cpus: int | None = None  # local Ray only
+    num_gpus: float | None = None  # local Ray only (a logical count; useful to test fractional packing)
+
+
+@dataclass
+class SweepSummary:
+    planned: int
+    skipped: list[str] = field(default_factory=list)  # grid keys finished before this run
+    ran: list[str] = field(default_factory=list)  # finished by this run
+    failed: list[str] = field(default_factory=list)  # still without a finished run
+    experiments: list[str] = field(default_factory=list)
+    mlflow_uri: str = ""
+    tracking_errors: list[str] = field(default_factory=list)
+
+
+def validate_points(points: list[GridPoint], epochs: int, batch_size: int) -> None:
+    """Build every trial's config before Ray starts: a bad value is one line, not a failed sweep."""
+    for point in points:
+        try:
+            point.train_config(epochs=epochs, batch_size=batch_size)
+        except ConfigError as exc:
+            raise ConfigError(f"grid point {point.run_name}: {exc}") from exc
+
+
+def _read_pretrained(path: str | None) -> tuple[Any, str]:
+    """The weights, read once on the driver (workers need no copy of the file), and their content hash."""
+    if not path:
+        return None, ""
+    from segclass.model import read_pretrained_state
+
+    state = read_pretrained_state(path)
+    return state, hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def start_ray(options: SweepOptions) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if options.address:
+        package = str(Path(segclass.__file__).resolve().parent)
+        ray.init(address=options.address, log_to_driver=False, runtime_env={"py_modules": [package]})
+    else:
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                 num_cpus=options.num_cpus, num_gpus=options.num_gpus, log_to_driver=False)
+
+
+def _next_tune_name(folder: Storage) -> str:
+    used = [int(n.split("-")[1]) for n in folder.list() if n.startswith("tune-") and n.split("-")[1].isdigit()]
+    return f"tune-{max(used, default=0) + 1}"
+
+
+def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
+              trainable: Callable | None = None) -> SweepSummary:
+    """Run every grid point of `options.preset` that has no finished run of its identity.
+
+    `epoch_hook` runs in each trial after every epoch (tests, chaos benchmark);
+    `trainable` replaces the trial function (the scale benchmark's near-empty trials).
+    """
+    from segclass.data import ensure_cache
+    from segclass.data.shards import read_manifest
+    from segclass.sweep.tracking import Tracker
+    from segclass.sweep.writer import TrackingWriter
+
+    preset = options.preset
+    points = expand(preset)
+    validate_points(points, preset.epochs, options.batch_size)
+    pretrained_state, pretrained_sha = _read_pretrained(options.pretrained)
+    cache = ensure_cache(preset.dataset, options.data_root)
+    fingerprint = read_manifest(cache)["fingerprint"]
+    identities = {p.key: TrialIdentity.of(p, p.train_config(epochs=preset.epochs, batch_size=options.batch_size)
+                                          .to_dict(), pretrained_sha, fingerprint) for p in points}
+    settings = next(iter(identities.values())).settings_dict
+
+    sweep_folder = Storage(options.storage).child(options.name)
+    check_sweep(sweep_folder, options.name, preset.dataset, fingerprint, settings, [p.key for p in points],
+                grow=options.grow, resume=options.resume)
+    results = Path(options.results)
+    results.mkdir(parents=True, exist_ok=True)
+    mlflow_uri = options.mlflow_uri or default_tracking_uri(results)
+    tracker = Tracker(mlflow_uri, artifact_root=results / "mlartifacts", sweep=options.name)
+    summary = SweepSummary(planned=len(points), mlflow_uri=mlflow_uri)
+    finished = tracker.finished_identities(list(identities.values()))
+    summary.skipped = sorted(p.key for p in points if identities[p.key].digest in finished)
+    todo = [p for p in points if identities[p.key].digest not in finished]
+    print(f"sweep {options.name}: {len(points)} grid points, {len(summary.skipped)} already finished (skipped), "
+          f"{len(todo)} to run", flush=True)
+    if not todo:
+        return summary
+
+    writer = TrackingWriter(tracker, sweep_folder, keep_trial_files=options.keep_trial_files)
+    try:
+        experiment = _run_tune(options, todo, identities, sweep_folder, writer, fingerprint, pretrained_state,
+                               pretrained_sha, epoch_hook, trainable or run_trial, cache)
+        summary.experiments.append(experiment)
+    finally:
+        stats = writer.close()
+    summary.tracking_errors = stats.errors
+    now_finished = tracker.finished_identities([identities[p.key] for p in todo])
+    summary.ran = [p.key for p in todo if identities[p.key].digest in now_finished]
+    summary.failed = [p.key for p in todo if identities[p.key].digest not in now_finished]
+    return summary
+
+
+def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str, TrialIdentity],
+              sweep_folder: Storage, writer, fingerprint: str, pretrained_state, pretrained_sha: str,
+              epoch_hook: EpochHook | None, trainable: Callable, cache: Path) -> str:
+    import ray
+    from ray import tune
+
+    from segclass.data.shards import read_cache
+    from segclass.sweep.callback import MlflowCallback
+
+    start_ray(options)
+    gpus = options.gpus_per_trial
+    if gpus is None:
+        gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    data = read_cache(cache)
+    digests = {key: identity.digest for key, identity in identities.items()}
+    trial = tune.with_parameters(trainable, data=data, identities=digests, pretrained_state=pretrained_state,
+                                 epoch_hook=epoch_hook)
+    checkpoint_every = options.checkpoint_every or options.preset.checkpoint_every
+    static = {"epochs": options.preset.epochs, "batch_size": options.batch_size, "pretrained_sha256": pretrained_sha,
+              "checkpoint_every": checkpoint_every, "threads": max(1, int(options.cpus_per_trial)),
+              "data_fingerprint": fingerprint, "sweep_storage": sweep_folder.uri}
+    params = {"sweep": options.name, "preset": options.preset.name,
+              "pretrained": Path(options.pretrained).name if options.pretrained else ""}
+    callback = MlflowCallback(writer, identities, params)
+    name = _next_tune_name(sweep_folder)
+    tuner = tune.Tuner(
+        tune.with_resources(trial, {"cpu": options.cpus_per_trial, "gpu": gpus}),
+        param_space={**static, "key": tune.grid_search([p.key for p in todo])},
+        run_config=tune.RunConfig(name=name, storage_path=sweep_folder.uri, callbacks=[callback], verbose=1,
+                                  failure_config=tune.FailureConfig(max_failures=options.max_failures)),
+    )
+    tuner.fit()
+    return f"{sweep_folder.uri}/{name}"

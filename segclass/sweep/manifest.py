@@ -1,0 +1,70 @@
+"""What a named sweep is, written once to `<storage>/<name>/sweep.json` and checked on every rerun.
+
+Rerunning a sweep resumes it: every grid point without a finished run runs,
+each from its own checkpoint. What a rerun may not do silently is change what
+the sweep is: another dataset or data cache, other training settings (epochs,
+batch size, weights...), or more grid points. The first two are refused (they
+belong under another `--name`); new grid points need `--grow`. A narrower
+rerun (fewer seeds, one mode) is fine: it runs a part of the same sweep.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from segclass.errors import TrackingStoreError
+from segclass.sweep.storage import Storage
+
+MANIFEST = "sweep.json"
+FORMAT = 1
+
+
+def check_sweep(folder: Storage, name: str, dataset: str, data_fingerprint: str, settings: dict[str, Any],
+                keys: list[str], grow: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Create or check the sweep's manifest; returns it as it now is (grown when asked)."""
+    manifest = folder.read_json(MANIFEST)
+    where = f"{folder.uri}/{MANIFEST}"
+    if manifest is None:
+        leftovers = [n for n in folder.list() if not n.startswith(".")]
+        if leftovers:
+            raise TrackingStoreError(
+                f"{folder.uri} holds a sweep folder from an older segclass (no {MANIFEST}; found "
+                f"{', '.join(leftovers[:3])}): its checkpoints are not addressed by trial identity and cannot be "
+                "resumed safely. Choose another --name or --storage, or delete that folder"
+            )
+        if resume:
+            raise TrackingStoreError(f"--resume: there is no sweep named {name!r} in {folder.uri}; drop --resume "
+                                     "to start it")
+        manifest = {"format": FORMAT, "name": name, "dataset": dataset, "data_fingerprint": data_fingerprint,
+                    "settings": settings, "points": sorted(keys), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+        folder.write_json(MANIFEST, manifest)
+        return manifest
+    if manifest.get("format") != FORMAT:
+        raise TrackingStoreError(f"{where} has format {manifest.get('format')}, this segclass reads {FORMAT}; "
+                                 "choose another --name")
+    if manifest["dataset"] != dataset or manifest["data_fingerprint"] != data_fingerprint:
+        raise TrackingStoreError(
+            f"sweep {name!r} ({where}) is a sweep of dataset {manifest['dataset']} with data fingerprint "
+            f"{manifest['data_fingerprint'][:12]}; this run uses {dataset} with {data_fingerprint[:12]}. One sweep "
+            f"never mixes datasets or data caches: choose another --name (e.g. --name {name}-{dataset})"
+        )
+    differing = sorted(k for k in set(settings) | set(manifest["settings"])
+                       if settings.get(k) != manifest["settings"].get(k))
+    if differing:
+        changes = ", ".join(f"{k} {manifest['settings'].get(k)!r} -> {settings.get(k)!r}" for k in differing)
+        raise TrackingStoreError(
+            f"sweep {name!r} ({where}) was run with other training settings ({changes}); its results would not be "
+            "comparable. Rerun with the sweep's settings, or choose another --name for the new ones"
+        )
+    new = sorted(set(keys) - set(manifest["points"]))
+    if new:
+        if not grow:
+            raise TrackingStoreError(
+                f"this run adds {len(new)} grid point(s) to sweep {name!r} (e.g. {new[0]}); pass --grow to add "
+                "them to it, or choose another --name"
+            )
+        manifest = {**manifest, "points": sorted(set(manifest["points"]) | set(keys)),
+                    "grown": [*manifest.get("grown", []), time.strftime("%Y-%m-%d %H:%M:%S")]}
+        folder.write_json(MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,129 @@
+"""The sweep's storage: a local or shared folder, or any URI pyarrow understands (s3://, gs://, hdfs://).
+
+Layout under `<storage>/<sweep name>/`:
+
+    sweep.json                 what the sweep is (dataset, data fingerprint, settings, grid points)
+    trials/<identity>/         one folder per trial, addressed by its identity digest:
+        checkpoint.pt          weights, optimizer, RNG, metric history (written every N epochs)
+        best-<epoch>.pt        best-epoch weights, written only when they change
+        final/                 report.json and the artifacts for MLflow, written once at the end
+    tune-<n>/                  Ray Tune's own folder of the n-th driver run (logs, result.json)
+
+A trial, whichever Tune experiment runs it, finds its own checkpoint here, so
+resuming a killed sweep and growing it are the same operation.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> Path:
+    return Path(uri[len("file://"):] if uri.startswith("file://") else uri).resolve()
+
+
+def absolute(uri: str) -> str:
+    """Tune and pyarrow want an absolute path or a URI."""
+    return str(local_path(uri)) if is_local(uri) else uri.rstrip("/")
+
+
+class Storage:
+    """A folder addressed by URI: read, write (atomically) and remove files under it."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = absolute(uri)
+        if is_local(self.uri):
+            self.fs, self.root = None, self.uri
+        else:
+            from pyarrow import fs
+
+            self.fs, self.root = fs.FileSystem.from_uri(self.uri)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def child(self, *parts: str) -> "Storage":
+        return Storage("/".join([self.uri.rstrip("/"), *parts]))
+
+    def exists(self, name: str) -> bool:
+        if self.fs is None:
+            return Path(self.path(name)).exists()
+        from pyarrow import fs
+
+        return self.fs.get_file_info(self.path(name)).type != fs.FileType.NotFound
+
+    def list(self, name: str = "") -> list[str]:
+        """Names directly under `name` (empty when it does not exist)."""
+        if self.fs is None:
+            folder = Path(self.path(name)) if name else Path(self.root)
+            return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        from pyarrow import fs
+
+        infos = self.fs.get_file_info(fs.FileSelector(self.path(name) if name else self.root, allow_not_found=True))
+        return sorted(Path(i.path).name for i in infos)
+
+    def read_bytes(self, name: str) -> bytes:
+        if self.fs is None:
+            return Path(self.path(name)).read_bytes()
+        with self.fs.open_input_stream(self.path(name)) as stream:
+            return stream.read()
+
+    def write_bytes(self, name: str, payload: bytes) -> None:
+        """Readers see the old file or the whole new one, never half of one."""
+        if self.fs is None:
+            from segclass.files import atomic_write
+
+            target = Path(self.path(name))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, lambda temporary: temporary.write_bytes(payload))
+            return
+        self.fs.create_dir(self.path(*name.split("/")[:-1]) if "/" in name else self.root, recursive=True)
+        with self.fs.open_output_stream(self.path(name)) as stream:  # object stores publish whole objects
+            stream.write(payload)
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        return json.loads(self.read_bytes(name)) if self.exists(name) else None
+
+    def write_json(self, name: str, value: dict[str, Any]) -> None:
+        self.write_bytes(name, json.dumps(value, indent=1, sort_keys=True).encode())
+
+    def delete(self, name: str) -> None:
+        """Remove a file or a folder; missing is fine."""
+        if self.fs is None:
+            target = Path(self.path(name))
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+            return
+        from pyarrow import fs
+
+        info = self.fs.get_file_info(self.path(name))
+        if info.type == fs.FileType.Directory:
+            self.fs.delete_dir(self.path(name))
+        elif info.type == fs.FileType.File:
+            self.fs.delete_file(self.path(name))
+
+    def download(self, name: str) -> Path:
+        """A local folder holding `name` (the folder itself when storage is local). Caller removes copies."""
+        if self.fs is None:
+            return Path(self.path(name))
+        from pyarrow import fs
+
+        target = Path(tempfile.mkdtemp(prefix="segclass-download-"))
+        fs.copy_files(self.path(name), str(target), source_filesystem=self.fs,
+                      destination_filesystem=fs.LocalFileSystem())
+        return target
+
+    def upload(self, folder: Path, name: str) -> None:
+        """Copy a local folder's files to `name`, each file atomically."""
+        for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+            self.write_bytes(f"{name}/{file.relative_to(folder).as_posix()}", file.read_bytes())
