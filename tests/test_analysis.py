@@ -35,28 +35,54 @@ def _png(array):
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
+def _identity(point, **settings):
+    from segclass.config import TrainConfig
+    from segclass.schema import TrialIdentity
+
+    config = point.train_config(epochs=settings.pop("epochs", 5)).to_dict()
+    return TrialIdentity.of(point, {**config, **settings}, "", "fingerprint")
+
+
+def _finish(tracker, identity, report, files, folder):
+    """What a trial leaves in its final/ folder, logged as the sweep's writer does."""
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps(report))
+    for name, payload in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(payload)
+    tracker.finish(identity.digest, folder)
+
+
+def log_runs(results, segmentation, classification, unfinished=True, **settings):
     tracker = Tracker(f"sqlite:///{results / 'mlflow.db'}", artifact_root=results / "mlartifacts", sweep="t")
     truth = np.zeros((32, 32), np.uint8)
     truth[8:24, 8:24] = 3
-    for (mode, s, seed), (macro, micro) in SEGMENTATION.items():
-        point = GridPoint("segmentation", "synthetic", mode, s, seed)
-        tracker.ensure_run(point, {"mode": mode})
-        tracker.log_epoch(point, 1, {"val_macro_f1": macro})
+    for (mode, s, seed), (macro, micro) in segmentation.items():
+        identity = _identity(GridPoint("segmentation", "synthetic", mode, s, seed), **settings)
+        tracker.start(identity, identity.params(), 0)
+        tracker.log_epochs(identity.digest, [(1, {"val_macro_f1": macro})])
         prediction = truth.copy()
         prediction[:4] = 1 if mode == "S" else 0
         report = {"class_names": NAMES, "test_macro_f1": macro, "test_paper_micro_f1": micro}
-        tracker.finish(point, report, {"masks/slide_pred.png": _png(prediction), "masks/slide_truth.png": _png(truth)})
-    for (mode, c, seed), accuracy in CLASSIFICATION.items():
-        point = GridPoint("classification", "synthetic", mode, c, seed)
-        tracker.ensure_run(point, {"mode": mode})
+        _finish(tracker, identity, report, {"masks/slide_pred.png": _png(prediction),
+                                            "masks/slide_truth.png": _png(truth)}, results / "final" / identity.digest)
+    for (mode, c, seed), accuracy in classification.items():
+        identity = _identity(GridPoint("classification", "synthetic", mode, c, seed), **settings)
+        tracker.start(identity, identity.params(), 0)
         matrix = [[5, 1, 0, 0], [1, 4, 0, 1], [0, 0, 6, 0], [0, 1, 1, 4]]
-        tracker.finish(point, {"class_names": NAMES, "holdout_cls_accuracy": accuracy},
-                       {"holdout_cls_confusion_matrix.json": json.dumps({"class_names": NAMES, "matrix": matrix}).encode()})
-    unfinished = GridPoint("segmentation", "synthetic", "S+C*", 0.05, 1)  # still running: must be ignored
-    tracker.ensure_run(unfinished, {"mode": "S+C*"})
+        _finish(tracker, identity, {"class_names": NAMES, "holdout_cls_accuracy": accuracy},
+                {"holdout_cls_confusion_matrix.json": json.dumps({"class_names": NAMES, "matrix": matrix}).encode()},
+                results / "final" / identity.digest)
+    if unfinished:  # still running: must be ignored
+        identity = _identity(GridPoint("segmentation", "synthetic", "S+C*", 0.05, 1), **settings)
+        tracker.start(identity, identity.params(), 0)
+    return tracker
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    log_runs(results, SEGMENTATION, CLASSIFICATION)
     return results
 
 
@@ -179,3 +205,18 @@ def test_default_view_and_variant_comparison(tmp_path):
     assert row["paper / paper"] == "50.0 ± 10.0"
     assert row["released-code / paper"] == "70.0 ± 0.0 (n=1)"
     assert row["x"] == "5"
+
+
+def test_runs_of_different_settings_never_share_a_cell(tmp_path):
+    from segclass.analysis.runs import load_runs
+    from segclass.errors import TrackingStoreError
+
+    log_runs(tmp_path, {("S", 0.05, 1): (0.5, 0.9)}, {}, unfinished=False, epochs=1)
+    log_runs(tmp_path, {("S", 0.05, 1): (0.7, 0.9)}, {}, unfinished=False, epochs=100)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(TrackingStoreError, match="2 different settings.*differ in epochs.*--settings") as error:
+        load_runs(uri)
+    assert "epochs=1" in str(error.value) and "epochs=100" in str(error.value)
+    assert list(load_runs(uri, epochs=100)["test_macro_f1"]) == [0.7]
+    settings = str(error.value).split("--settings ")[2][:8]
+    assert len(load_runs(uri, settings=settings)) == 1

@@ -1,4 +1,9 @@
-"""Ray cluster behaviour: two raylets on loopback, a raylet dying mid-sweep, fractional GPUs."""
+"""Ray cluster behaviour: two raylets on loopback, a raylet dying mid-sweep, a tracking server, packing.
+
+The cluster is started with `ray start --block`, each node in a session of its
+own, and torn down by killing exactly those sessions: the tests never touch any
+other Ray of the user (no `ray stop`).
+"""
 
 import json
 import os
@@ -12,11 +17,16 @@ from pathlib import Path
 import pytest
 
 from segclass.grid import customise, expand, get_preset
-from segclass.sweep.tracking import KEY_TAG
-from tests.test_sweep import ROOT, _runs, _sweep, _tune_results
+from segclass.schema import KEY_TAG
+from tests.test_sweep import ROOT, _command, _runs, _sweep, _tune_results
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from chaos import kill_session, session_pids  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+SMOKE = expand(customise(get_preset("smoke"), seeds=(1,)))
 
 
 def _free_port() -> int:
@@ -25,35 +35,93 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _final_results(experiment: Path) -> list[dict]:
-    return [r for f in experiment.glob("*/result.json") for r in _tune_results(f) if r.get("final")]
+def _rows(tmp_path: Path, name: str) -> list[dict]:
+    return [r for f in (tmp_path / "tune" / name).glob("tune-*/*/result.json") for r in _tune_results(f)]
+
+
+def _finals(tmp_path: Path, name: str) -> list[dict]:
+    return [r for r in _rows(tmp_path, name) if r.get("final")]
+
+
+def _start_in_session(command: list[str], log: Path, ready: str, env: dict, timeout: float = 120) -> int:
+    """Start a blocking server in a new session; wait until its log shows `ready`. Returns the session id."""
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.time() + timeout
+    while ready not in log.read_text():
+        if process.poll() is not None or time.time() > deadline:
+            kill_session(process.pid)
+            raise AssertionError(f"{command[:3]} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+    return process.pid
 
 
 @pytest.fixture
 def two_raylets(tmp_path):
-    """A head raylet and a worker raylet on 127.0.0.1, one CPU each."""
+    """A head raylet and a worker raylet on 127.0.0.1, one CPU each; yields (address, worker port, node ids)."""
     port, worker_port = _free_port(), _free_port()
     # Ray 2.5x+ turns on token authentication for `ray start --head`; every joining process must say so too
     os.environ["RAY_AUTH_MODE"] = "token"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                   check=True, capture_output=True, env=env, timeout=120)
-    subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", f"--node-manager-port={worker_port}", *common],
-                   check=True, capture_output=True, env=env, timeout=120)
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats", "--block"]
+    sessions = []
     try:
-        yield f"127.0.0.1:{port}", worker_port
+        sessions.append(_start_in_session([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                                           *common], tmp_path / "head.log", "Ray runtime started", env))
+        sessions.append(_start_in_session([RAY, "start", f"--address=127.0.0.1:{port}",
+                                           f"--node-manager-port={worker_port}", *common], tmp_path / "worker.log",
+                                          "Ray runtime started", env))
+        nodes = json.loads(subprocess.run(
+            [sys.executable, "-c", "import json, ray; ray.init(address=%r, log_to_driver=False); "
+             "print(json.dumps({n['NodeManagerPort']: n['NodeID'] for n in ray.nodes() if n['Alive']}))"
+             % f"127.0.0.1:{port}"], capture_output=True, text=True, env=env, timeout=120, check=True
+        ).stdout.strip().splitlines()[-1])
+        yield f"127.0.0.1:{port}", worker_port, {int(k): v for k, v in nodes.items()}
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+        for session in sessions:
+            kill_session(session)
         os.environ.pop("RAY_AUTH_MODE", None)
+    assert not any(session_pids(s) for s in sessions)
 
 
-def test_trials_spread_over_two_raylets(tmp_path, tiny_root, two_raylets):
-    address, _ = two_raylets
-    _sweep(tmp_path, tiny_root, "--address", address, name="spread")
-    finals = _final_results(tmp_path / "tune" / "spread")
-    assert len(finals) == len(expand(customise(get_preset("smoke"), seeds=(1,))))
-    assert len({r["node_id"] for r in finals}) == 2, "trials ran on one raylet only"
+def _tracking_server(tmp_path: Path) -> tuple[str, int]:
+    port = _free_port()
+    command = [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+               "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1"]
+    session = _start_in_session(command, tmp_path / "mlflow-server.log", "Uvicorn running on", dict(os.environ))
+    return f"http://127.0.0.1:{port}", session
+
+
+def test_two_sweeps_at_once_on_a_cluster_with_a_tracking_server(tmp_path, tiny_root, two_raylets):
+    """Two sweeps share the cluster and one MLflow tracking server; then a private sweep stays private."""
+    address, _, nodes = two_raylets
+    uri, server = _tracking_server(tmp_path)
+    try:
+        sweeps = {"first": ("--modes", "S"), "second": ("--modes", "S+C")}
+        processes = {name: subprocess.Popen(_command(tmp_path, tiny_root, *flags, "--address", address,
+                                                     "--mlflow-uri", uri, name=name),
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+                     for name, flags in sweeps.items()}
+        for name, process in processes.items():
+            output, _ = process.communicate(timeout=900)
+            assert process.returncode == 0, output[-4000:]
+        client, runs = _runs(tmp_path, uri)
+        assert sorted(r.data.tags[KEY_TAG] for r in runs) == sorted(p.key for p in SMOKE)  # nothing lost
+        assert all(r.info.status == "FINISHED" for r in runs)
+        for run in runs:
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1]
+            assert "model.pt" in {a.path for a in client.list_artifacts(run.info.run_id)}  # served by the server
+        assert any((tmp_path / "server-artifacts").rglob("model.pt"))
+        finals = _finals(tmp_path, "first") + _finals(tmp_path, "second")
+        assert {r["node_id"] for r in finals} <= set(nodes.values())
+        assert len({r["node_id"] for r in finals}) == 2, "trials ran on one raylet only"
+
+        # with the cluster still up, a sweep without --address starts a Ray of its own
+        _sweep(tmp_path, tiny_root, "--modes", "S", "--fractions", "100", "--mlflow-uri", uri, name="private")
+        assert not {r["node_id"] for r in _finals(tmp_path, "private")} & set(nodes.values())
+    finally:
+        kill_session(server)
 
 
 def _raylet_pids(node_manager_port: int) -> list[int]:
@@ -69,34 +137,41 @@ def _raylet_pids(node_manager_port: int) -> list[int]:
     return pids
 
 
-def test_sweep_survives_a_worker_raylet_dying(tmp_path, tiny_root, two_raylets):
-    address, worker_port = two_raylets
-    command = [sys.executable, str(ROOT / "sweeps" / "full_grid.py"), "--preset", "smoke", "--data-root",
-               str(tiny_root), "--results", str(tmp_path / "results"), "--storage", str(tmp_path / "tune"),
-               "--name", "lossy", "--epochs", "3", "--max-failures", "3", "--address", address]
+def test_trial_on_a_dying_worker_is_retried_on_the_other_node(tmp_path, tiny_root, two_raylets):
+    address, worker_port, nodes = two_raylets
+    worker = nodes[worker_port]
+    ledger = tmp_path / "ledger.txt"
+    command = _command(tmp_path, tiny_root, "--address", address, "--epochs", "3", "--max-failures", "3",
+                       name="lossy", hooks=("--slow-epoch", "1", "--ledger", str(ledger)))
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not list((tmp_path / "tune" / "lossy").glob("*/result.json")):
-        time.sleep(1)
-    time.sleep(3)  # both raylets are busy with a trial by now
-    pids = _raylet_pids(worker_port)
-    assert pids, "worker raylet not found"
-    for pid in pids:
+    on_worker = set()
+    while time.time() < deadline and not on_worker:  # a trial has reported an epoch from the worker
+        on_worker = {r["config"]["key"] for r in _rows(tmp_path, "lossy")
+                     if r.get("node_id") == worker and not r.get("final")}
+        time.sleep(0.3)
+    assert on_worker, "no trial ran on the worker"
+    unfinished = on_worker - {r["config"]["key"] for r in _finals(tmp_path, "lossy")}
+    for pid in _raylet_pids(worker_port):
         os.kill(pid, signal.SIGKILL)
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-4000:]
     client, runs = _runs(tmp_path)
-    planned = expand(customise(get_preset("smoke"), seeds=(1,)))
-    assert sorted(r.data.tags[KEY_TAG] for r in runs) == sorted(p.key for p in planned)
+    assert sorted(r.data.tags[KEY_TAG] for r in runs) == sorted(p.key for p in SMOKE)
     assert all(r.info.status == "FINISHED" for r in runs)
     for run in runs:
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1, 2, 3]
+    finals = {r["config"]["key"]: r for r in _finals(tmp_path, "lossy")}
+    retried = [key for key in unfinished if finals[key]["node_id"] != worker]
+    assert retried, f"no trial that was running on the killed worker finished elsewhere: {unfinished}"
+    trained = [line.rsplit(" ", 1) for line in ledger.read_text().splitlines()]
+    assert len(trained) == len({tuple(t) for t in trained}), "an epoch was trained twice after its checkpoint"
 
 
 def test_fractional_gpus_pack_four_trials_at_once(tmp_path, tiny_root):
     _sweep(tmp_path, tiny_root, "--num-gpus", "1", "--num-cpus", "4", "--gpus-per-trial", "0.25",
-           "--epochs", "2", name="packed", env={"SEGCLASS_SLOW_EPOCH_S": "1"})
-    finals = _final_results(tmp_path / "tune" / "packed")
+           "--epochs", "2", name="packed", hooks=("--slow-epoch", "1"))
+    finals = _finals(tmp_path, "packed")
     assert len(finals) == 4 and {r["device"] for r in finals} == {"cpu"}
     # the largest number of trials running at one moment
     events = sorted([(r["trial_started"], 1) for r in finals] + [(r["trial_ended"], -1) for r in finals])
@@ -112,7 +187,7 @@ def test_dataset_is_held_once_by_concurrent_trials(tiny_data):
 
     from segclass.sweep.memory import measure_sharing
 
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=4, log_to_driver=False)
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=4, log_to_driver=False)
     try:
         report = measure_sharing(tiny_data, tasks=4)
     finally:

@@ -1,5 +1,6 @@
 """The sweep end to end: a real local Ray, a real MLflow store, the CLI as users run it."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from segclass.grid import customise, expand, get_preset
-from segclass.sweep.tracking import KEY_TAG
+from segclass.schema import IDENTITY_TAG, KEY_TAG, SETTINGS_TAG
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -39,38 +40,50 @@ def no_ray_left_running():
     yield
 
 
-def _sweep(tmp_path, tiny_root, *extra, env=None, name="t"):
-    command = [sys.executable, str(ROOT / "sweeps" / "full_grid.py"), "--preset", "smoke", "--data-root",
-               str(tiny_root), "--results", str(tmp_path / "results"), "--storage", str(tmp_path / "tune"),
-               "--name", name, "--num-cpus", "2", *extra]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path,
-                            env={**os.environ, **(env or {})})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+def _command(tmp_path, tiny_root, *extra, name="t", hooks=()):
+    script = [str(ROOT / "benchmarks" / "hooked_sweep.py"), *hooks, "--"] if hooks else [
+        str(ROOT / "sweeps" / "full_grid.py")]
+    return [sys.executable, *script, "--preset", "smoke", "--data-root", str(tiny_root), "--results",
+            str(tmp_path / "results"), "--storage", str(tmp_path / "tune"), "--name", name, "--num-cpus", "2", *extra]
+
+
+def _sweep(tmp_path, tiny_root, *extra, env=None, name="t", hooks=(), expect=0):
+    result = subprocess.run(_command(tmp_path, tiny_root, *extra, name=name, hooks=hooks), capture_output=True,
+                            text=True, timeout=900, cwd=tmp_path, env={**os.environ, **(env or {})})
+    assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
 
 
 def _tune_results(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _runs(tmp_path):
+def _runs(tmp_path, uri=None):
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    client = MlflowClient(uri or f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("segclass-")]
     return client, client.search_runs(experiments, max_results=1000)
 
 
-def test_smoke_sweep_rerun_and_growth(tmp_path, tiny_root):
+def _report(tmp_path, *extra):
+    return subprocess.run([sys.executable, str(ROOT / "analysis" / "report.py"), "--results",
+                           str(tmp_path / "results"), *extra], capture_output=True, text=True, timeout=600)
+
+
+def test_smoke_sweep_rerun_growth_and_identity(tmp_path, tiny_root):
     out = _sweep(tmp_path, tiny_root)
     planned = expand(customise(get_preset("smoke"), seeds=(1,)))
     client, runs = _runs(tmp_path)
     assert sorted(r.data.tags[KEY_TAG] for r in runs) == sorted(p.key for p in planned)
     assert all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags[IDENTITY_TAG] for r in runs}) == len(planned)
+    assert len({r.data.tags[SETTINGS_TAG] for r in runs}) == 1
     for run in runs:
         params = run.data.params
-        assert {"dataset", "mode", "seg_fraction", "seed", "variant", "budget", "epochs", "pretrained",
-                "data_fingerprint", "segclass_version"} <= set(params)
+        assert {"dataset", "mode", "seg_percent", "seed", "variant", "budget", "epochs", "batch_size", "lr",
+                "augment", "pretrained", "pretrained_sha256", "data_fingerprint", "result_version"} <= set(params)
+        assert params["epochs"] == "1"
         assert {"final_test_macro_f1", "final_test_paper_micro_f1", "final_test_pixel_accuracy",
                 "final_test_f1_invasive", "val_macro_f1", "train_loss"} <= set(run.data.metrics)
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1]
@@ -78,6 +91,9 @@ def test_smoke_sweep_rerun_and_growth(tmp_path, tiny_root):
         assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "report.json", "masks", "model.pt"} <= artifacts
     assert "mlflow ui --backend-store-uri" in out and "analysis/report.py" in out
     assert "segclass.predict --checkpoint" in out
+    assert f"{len(planned)} ran to the end now, 0 skipped" in out
+    # finished trials leave no checkpoint behind: MLflow holds their results
+    assert list((tmp_path / "tune" / "t" / "trials").iterdir()) == []
 
     # a sweep trial's logged model predicts a slide by its MLflow run id alone
     predicted = subprocess.run(
@@ -91,103 +107,67 @@ def test_smoke_sweep_rerun_and_growth(tmp_path, tiny_root):
     assert f"{len(planned)} already finished (skipped), 0 to run" in again
     assert len(_runs(tmp_path)[1]) == len(planned)
 
-    grown = _sweep(tmp_path, tiny_root, "--seeds", "1", "2")
+    refused = _sweep(tmp_path, tiny_root, "--seeds", "1", "2", expect=2)
+    assert "pass --grow" in refused and "Traceback" not in refused
+    grown = _sweep(tmp_path, tiny_root, "--seeds", "1", "2", "--grow")
     assert f"{len(planned)} already finished (skipped), {len(planned)} to run" in grown
+    assert f"{len(planned)} ran to the end now, {len(planned)} skipped" in grown
     _, runs = _runs(tmp_path)
     keys = [r.data.tags[KEY_TAG] for r in runs]
     assert len(keys) == 2 * len(planned) == len(set(keys))
     assert all(r.info.status == "FINISHED" for r in runs)
 
+    # the same sweep name with other training settings is refused; another name in the same store runs
+    # the same grid points again, as distinct runs, and the report refuses to mix the two
+    refused = _sweep(tmp_path, tiny_root, "--modes", "S", "--fractions", "100", "--epochs", "2", expect=2)
+    assert "other training settings" in refused and "epochs" in refused
+    longer = _sweep(tmp_path, tiny_root, "--modes", "S", "--fractions", "100", "--epochs", "2", name="longer")
+    assert "0 already finished (skipped), 1 to run" in longer
+    _, runs = _runs(tmp_path)
+    same_point = [r for r in runs if r.data.tags[KEY_TAG] == "segmentation|synthetic|S|s=100|seed=1|paper|paper"]
+    assert sorted(r.data.params["epochs"] for r in same_point) == ["1", "2"]
+    mixed = _report(tmp_path)
+    assert mixed.returncode == 2 and "different settings" in mixed.stderr and "epochs" in mixed.stderr
+    assert "Traceback" not in mixed.stderr
+    for selection in (["--epochs", "2"], ["--sweep", "t"]):
+        picked = _report(tmp_path, *selection)
+        assert picked.returncode == 0, picked.stderr
+
+
+def test_another_dataset_under_the_same_name_is_refused(tmp_path, tiny_root):
+    from segclass.synthetic import generate
+    from tests.conftest import TINY
+
+    other = generate(tmp_path / "other", dataclasses.replace(TINY, seed=4))
+    _sweep(tmp_path, tiny_root, "--modes", "S", "--fractions", "100")
+    refused = _sweep(tmp_path, other, "--modes", "S", "--fractions", "100", expect=2)
+    assert "never mixes datasets" in refused and "--name" in refused
+    assert len(_runs(tmp_path)[1]) == 1
+
 
 def test_failing_trial_is_retried_from_its_checkpoint(tmp_path, tiny_root):
-    _sweep(tmp_path, tiny_root, "--modes", "S", "--fractions", "100", "--epochs", "2",
-           env={"SEGCLASS_FAULT_ONCE_DIR": str(tmp_path / "faults")}, name="faulty")
+    ledger = tmp_path / "ledger.txt"
+    _sweep(tmp_path, tiny_root, "--modes", "S", "--fractions", "100", "--epochs", "2", name="faulty",
+           hooks=("--fault-once", str(tmp_path / "faults"), "--ledger", str(ledger)))
     assert len(list((tmp_path / "faults").iterdir())) == 1  # the fault fired once
     client, runs = _runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_macro_f1")] == [1, 2]
-    results = _tune_results(next((tmp_path / "tune" / "faulty").glob("*/result.json")))
-    assert [r["epoch"] for r in results if not r.get("final")] == [1.0, 2.0], "the retry started over"
-    assert results[-1]["final"] == 1.0
+    assert [line.rsplit(" ", 1)[1] for line in ledger.read_text().splitlines()] == ["1", "2"], "the retry started over"
+    results = _tune_results(next((tmp_path / "tune" / "faulty").glob("tune-1/*/result.json")))
+    assert [r["start_epoch"] for r in results if r.get("final")] == [1.0]
 
 
-def _store_snapshot(database: Path) -> tuple[dict[str, int], dict[str, int]]:
-    """Finished runs (grid key -> end time) and running ones (grid key -> epoch), read-only.
-
-    Read with sqlite directly: an MlflowClient would create the schema itself if
-    it found the file before the driver had, and race the driver's migration.
-    """
-    import sqlite3
-
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)
-    try:
-        rows = connection.execute(
-            "SELECT r.status, r.end_time, t.value, m.value FROM runs r "
-            "JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ? "
-            "LEFT JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key = 'epoch'", (KEY_TAG,)).fetchall()
-    finally:
-        connection.close()
-    finished = {key: end for status, end, key, _ in rows if status == "FINISHED"}
-    running = {key: int(epoch) for status, _, key, epoch in rows if status == "RUNNING" and epoch}
-    return finished, running
-
-
-def _kill_when_some_done_and_some_mid_training(process, tmp_path, timeout=600):
-    import sqlite3
-    import time
-
-    deadline = time.time() + timeout
-    database = tmp_path / "results" / "mlflow.db"
-    while time.time() < deadline:
-        time.sleep(0.5)
-        if process.poll() is not None:
-            log = tmp_path / "killed_sweep.log"
-            tail = log.read_text()[-4000:] if log.exists() else ""
-            raise AssertionError(f"the sweep ended (exit {process.returncode}) before it could be killed:\n{tail}")
-        if not database.exists():
-            continue
-        try:
-            finished, running = _store_snapshot(database)
-        except sqlite3.Error:  # the driver is still creating the schema
-            continue
-        mid = {key: epoch for key, epoch in running.items() if epoch >= 2}
-        if finished and mid:
-            process.kill()  # SIGKILL: no cleanup, no final snapshot
-            process.wait()
-            return finished, mid
-    raise AssertionError("never saw finished and mid-training trials at once")
-
-
-def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_root):
-    args = ["--epochs", "6", "--name", "killed"]
-    command = [sys.executable, str(ROOT / "sweeps" / "full_grid.py"), "--preset", "smoke", "--data-root",
-               str(tiny_root), "--results", str(tmp_path / "results"), "--storage", str(tmp_path / "tune"),
-               "--num-cpus", "2", *args]
-    slow = {**os.environ, "SEGCLASS_SLOW_EPOCH_S": "0.7"}  # wide windows to kill in, on a busy machine too
-    with (tmp_path / "killed_sweep.log").open("w") as log:
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=slow)
-    finished_before, mid_before = _kill_when_some_done_and_some_mid_training(process, tmp_path)
-
-    _sweep(tmp_path, tiny_root, "--epochs", "6", "--resume", name="killed")
-    client, runs = _runs(tmp_path)
-    planned = expand(customise(get_preset("smoke"), seeds=(1,)))
-    assert sorted(r.data.tags[KEY_TAG] for r in runs) == sorted(p.key for p in planned)  # exactly once each
-    assert all(r.info.status == "FINISHED" for r in runs)
-    for run in runs:
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")]
-        assert steps == [1, 2, 3, 4, 5, 6], (run.info.run_name, steps)  # no gaps, no duplicates
-        if run.data.tags[KEY_TAG] in finished_before:  # finished trials were not rerun
-            assert run.info.end_time == finished_before[run.data.tags[KEY_TAG]]
-    # interrupted trials continued from a checkpoint, not from epoch 0. (Tune's snapshot may lag the
-    # last checkpoint by one epoch, so a trial may replay its latest epoch; MLflow still logs it once.)
-    resumed_from_checkpoint = 0
-    for result_file in (tmp_path / "tune" / "killed").glob("*/result.json"):
-        rows = _tune_results(result_file)
-        key = rows[0]["config"]["key"]
-        epochs = [r["epoch"] for r in rows if not r.get("final")]
-        if mid_before.get(key, 0) >= 2:
-            assert epochs.count(1.0) == 1, f"{key} started over after the kill: {epochs}"
-            resumed_from_checkpoint += 1
-        if key in finished_before:  # finished trials trained no further epoch
-            assert len(epochs) == len(set(epochs)) == 6, f"{key} trained again: {epochs}"
-    assert resumed_from_checkpoint >= 1
+def test_chaos_kills_during_first_run_and_growth(tmp_path):
+    """CI's short chaos run: the driver and its Ray SIGKILLed twice, once while the sweep grows."""
+    summary_file = tmp_path / "chaos.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "chaos.py"), "--kills", "2", "--per-stage",
+                             "1", "--after-progress", "--work", str(tmp_path / "chaos"), "--json", str(summary_file)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
+    summary = json.loads(summary_file.read_text())
+    assert summary["kills"] == 2 and summary["kills_during_growth"] == 1
+    assert summary["problems"] == []
+    assert summary["finished_runs"] == summary["grid_points"] == 8
+    assert summary["trials_resumed_from_checkpoint"] >= 1
+    assert summary["epochs_trained"] <= summary["epochs_minimum"]

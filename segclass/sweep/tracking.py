@@ -63,9 +63,21 @@ class Tracker:
             if existing is not None:
                 self._experiments[name] = existing.experiment_id
             else:
-                location = (self.artifact_root / name).resolve().as_uri() if self.artifact_root else None
-                self._experiments[name] = self.client.create_experiment(name, artifact_location=location)
+                self._experiments[name] = self._create_experiment(name)
         return self._experiments[name]
+
+    def _create_experiment(self, name: str) -> str:
+        """Create the experiment; when another sweep created it a moment ago, use theirs."""
+        from mlflow.exceptions import MlflowException
+
+        location = (self.artifact_root / name).resolve().as_uri() if self.artifact_root else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            existing = self.client.get_experiment_by_name(name)
+            if existing is None:
+                raise
+            return existing.experiment_id
 
     def _all_runs(self, experiment_id: str, filter_string: str = ""):
         token = None
@@ -141,7 +153,9 @@ class Tracker:
             return 0
         now = int(time.time() * 1000)
         new = sorted({e: m for e, m in epochs if e > self._last_epoch.get(digest, 0)}.items())
-        batch = [Metric(key, value, now, epoch) for epoch, metrics in new for key, value in metrics.items()]
+        # `epoch` is always logged: a reattaching driver reads the run's last epoch from it
+        batch = [Metric(key, value, now, epoch) for epoch, metrics in new
+                 for key, value in {**metrics, "epoch": float(epoch)}.items()]
         for start in range(0, len(batch), BATCH_LIMIT):
             self.client.log_batch(self._runs[digest], metrics=batch[start : start + BATCH_LIMIT])
         if new:

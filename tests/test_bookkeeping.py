@@ -1,0 +1,140 @@
+"""Sweep bookkeeping without Ray: identities, the sweep manifest, old stores, grid narrowing, flag checks."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from segclass.errors import ConfigError, TrackingStoreError
+from segclass.grid import GridPoint, expand, get_preset, narrow
+from segclass.schema import KEY_TAG, TrialIdentity
+from segclass.sweep.manifest import check_sweep
+from segclass.sweep.storage import Storage
+
+ROOT = Path(__file__).resolve().parents[1]
+POINT = GridPoint("segmentation", "bach", "S+C", 0.05, 1)
+
+
+def _identity(point=POINT, sha="", fingerprint="f1", **changes):
+    return TrialIdentity.of(point, point.train_config(epochs=100).replace(**changes).to_dict(), sha, fingerprint)
+
+
+def test_identity_covers_everything_that_decides_a_result():
+    base = _identity()
+    assert base.digest == _identity().digest and len(base.digest) == 16
+    for other in (_identity(epochs=1), _identity(batch_size=10), _identity(lr=1e-3), _identity(augment=False),
+                  _identity(sha="abc"), _identity(fingerprint="f2"), _identity(GridPoint("segmentation", "bach",
+                                                                                      "S+C", 0.05, 2))):
+        assert other.digest != base.digest
+    # the settings hash ignores the grid point: all cells of one sweep share it
+    assert _identity(GridPoint("segmentation", "bach", "S", 1.0, 3)).settings_hash == base.settings_hash
+    assert _identity(epochs=1).settings_hash != base.settings_hash
+    params = base.params("resnet18.pth")
+    assert params["epochs"] == 100 and params["seg_percent"] == 5.0 and params["pretrained"] == "resnet18.pth"
+
+
+def test_manifest_refuses_other_datasets_settings_and_unasked_growth(tmp_path):
+    folder = Storage(str(tmp_path)).child("sweep")
+    settings = _identity().settings_dict
+    keys = [POINT.key]
+    check_sweep(folder, "sweep", "bach", "f1", settings, keys)
+    check_sweep(folder, "sweep", "bach", "f1", settings, keys)  # a rerun resumes
+    with pytest.raises(TrackingStoreError, match="dataset bach.*gleason2019.*choose another --name"):
+        check_sweep(folder, "sweep", "gleason2019", "f9", settings, keys)
+    with pytest.raises(TrackingStoreError, match="other training settings.*epochs 100 -> 1"):
+        check_sweep(folder, "sweep", "bach", "f1", _identity(epochs=1).settings_dict, keys)
+    more = keys + [GridPoint("segmentation", "bach", "S+C", 0.05, 2).key]
+    with pytest.raises(TrackingStoreError, match="adds 1 grid point.*--grow"):
+        check_sweep(folder, "sweep", "bach", "f1", settings, more)
+    assert len(check_sweep(folder, "sweep", "bach", "f1", settings, more, grow=True)["points"]) == 2
+    check_sweep(folder, "sweep", "bach", "f1", settings, keys)  # a narrower rerun is part of the same sweep
+    with pytest.raises(TrackingStoreError, match="--resume: there is no sweep named 'new'"):
+        check_sweep(Storage(str(tmp_path)).child("new"), "new", "bach", "f1", settings, keys, resume=True)
+
+
+def test_an_old_tune_folder_is_refused(tmp_path):
+    old = tmp_path / "quick"
+    (old / "run_trial_2024").mkdir(parents=True)
+    (old / "experiment_state-2024.json").write_text("{}")
+    with pytest.raises(TrackingStoreError, match="older segclass.*another --name or --storage"):
+        check_sweep(Storage(str(tmp_path)).child("quick"), "quick", "bach", "f1", {}, [POINT.key])
+
+
+def test_an_old_mlflow_store_is_refused(tmp_path):
+    from mlflow import MlflowClient
+
+    from segclass.analysis.runs import load_runs
+    from segclass.sweep.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("segclass-segmentation-bach")
+    run = client.create_run(experiment, tags={KEY_TAG: POINT.key})  # what segclass wrote before identities
+    client.set_terminated(run.info.run_id)
+    with pytest.raises(TrackingStoreError, match="before trial identities.*Start a new store"):
+        Tracker(uri).finished_identities([_identity()])
+    with pytest.raises(TrackingStoreError, match="before trial identities"):
+        load_runs(uri)
+
+
+def test_a_fresh_training_never_continues_an_old_history(tmp_path):
+    from mlflow import MlflowClient
+
+    from segclass.schema import SUPERSEDED_TAG
+    from segclass.sweep.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    identity = _identity()
+    first = Tracker(uri)
+    run = first.start(identity, identity.params(), start_epoch=0)
+    first.log_epochs(identity.digest, [(1, {"val_macro_f1": 0.1}), (2, {"val_macro_f1": 0.2})])
+    # a new driver: the trial resumed from its epoch-2 checkpoint -> same run, replayed epochs logged once
+    resumed = Tracker(uri)
+    assert resumed.start(identity, identity.params(), start_epoch=2) == run
+    assert resumed.log_epochs(identity.digest, [(1, {"val_macro_f1": 0.1}), (2, {"val_macro_f1": 0.2}),
+                                                (3, {"val_macro_f1": 0.3})]) == 1
+    # another driver: the checkpoint is gone, the trial starts at epoch 0 -> a new run, the old one is KILLED
+    fresh = Tracker(uri)
+    new_run = fresh.start(identity, identity.params(), start_epoch=0)
+    assert new_run != run
+    client = MlflowClient(uri)
+    assert client.get_run(run).info.status == "KILLED" and SUPERSEDED_TAG in client.get_run(run).data.tags
+    assert [m.step for m in client.get_metric_history(run, "val_macro_f1")] == [1, 2, 3]
+
+
+def test_grid_flags_narrow_the_extra_arms_too():
+    quick = get_preset("quick")
+    narrowed = narrow(quick, modes=("S",), fractions=(1.0,), seeds=(1, 2, 3))
+    points = expand(narrowed)
+    assert {(p.mode, p.fraction, p.variant, p.budget) for p in points} == {("S", 1.0, "paper", "paper")}
+    assert {p.seed for p in points} == {1, 2, 3}
+    only_paper = expand(narrow(quick, variants=("paper",)))
+    assert {p.variant for p in only_paper} == {"paper"} and "equal" in {p.budget for p in only_paper}
+    assert {p.budget for p in expand(narrow(quick, budgets=("paper",)))} == {"paper"}
+    with pytest.raises(ConfigError, match="--fractions 200: s and c are percentages from 0 to 100"):
+        narrow(quick, fractions=(2.0,))
+    with pytest.raises(ConfigError, match="c is at most 50"):
+        narrow(get_preset("paper"), fractions=(0.75,))
+    with pytest.raises(ConfigError, match="--epochs 0"):
+        narrow(quick, epochs=0)
+
+
+def test_bad_flag_values_stop_before_ray_and_write_nothing(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "sweeps" / "full_grid.py"), "--fractions", "200",
+                             "--results", str(tmp_path / "results"), "--storage", str(tmp_path / "tune")],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: --fractions 200: s and c are percentages from 0 to 100"]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "tune").exists()
+
+
+def test_storage_writes_are_atomic_and_listable(tmp_path):
+    storage = Storage(str(tmp_path / "s"))
+    storage.write_bytes("trials/abc/checkpoint.pt", b"x" * 10)
+    storage.write_json("sweep.json", {"a": 1})
+    assert storage.read_bytes("trials/abc/checkpoint.pt") == b"x" * 10
+    assert storage.list("trials/abc") == ["checkpoint.pt"] and storage.read_json("sweep.json") == {"a": 1}
+    assert [p.name for p in (tmp_path / "s" / "trials" / "abc").iterdir()] == ["checkpoint.pt"]  # no temp left
+    storage.delete("trials/abc")
+    assert storage.list("trials") == [] and storage.read_json("missing.json") is None
