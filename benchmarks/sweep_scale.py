@@ -45,11 +45,15 @@ def near_empty_trial(config, data=None, identities=None, pretrained_state=None, 
     tune.report({"final": 1.0, "epoch": 2.0, "test_macro_f1": 0.5, "start_epoch": 0.0})
 
 
-def _rss_kib() -> int:
+def _memory_kib() -> dict[str, int]:
+    """Resident memory of this process, split: private (RssAnon), files, shared memory (the object store)."""
+    fields = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
+    out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+        name = line.split(":")[0]
+        if name in fields:
+            out[fields[name]] = int(line.split()[1])
+    return out
 
 
 def one_size(points: int, work: Path, cpus: int) -> dict:
@@ -70,17 +74,19 @@ def one_size(points: int, work: Path, cpus: int) -> dict:
 
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=cpus,
              log_to_driver=False)
-    rss_before = _rss_kib()
+    before = _memory_kib()
     started = time.perf_counter()
     summary = run_sweep(options, trainable=near_empty_trial)
     wall = time.perf_counter() - started
-    rss_after = _rss_kib()
+    after = _memory_kib()
+    rss_before, rss_after = before["rss"], after["rss"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"points": planned, "finished": len(summary.ran), "failed": len(summary.failed),
             "tracking_errors": len(summary.tracking_errors), "wall_s": round(wall, 1),
             "ms_per_trial": round(1000 * wall / planned, 1),
             "rss_before_mib": round(rss_before / 1024, 1), "rss_after_mib": round(rss_after / 1024, 1),
-            "peak_rss_mib": round(peak / 1024, 1), "kib_per_trial": round((rss_after - rss_before) / planned, 1)}
+            "peak_rss_mib": round(peak / 1024, 1), "kib_per_trial": round((rss_after - rss_before) / planned, 1),
+            **{f"{k}_kib_per_trial": round((after[k] - before[k]) / planned, 1) for k in ("anon", "file", "shmem")}}
 
 
 def main(argv: list[str] | None = None) -> int:

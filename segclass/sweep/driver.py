@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -162,6 +163,8 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
     import ray
     from ray import tune
 
+    from ray.tune.logger import JsonLoggerCallback
+
     from segclass.data.shards import read_cache
     from segclass.sweep.callback import MlflowCallback
 
@@ -181,10 +184,15 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
               "pretrained": Path(options.pretrained).name if options.pretrained else ""}
     callback = MlflowCallback(writer, identities, params)
     name = _next_tune_name(sweep_folder)
+    # MLflow is the record; Tune keeps only its JSON log (result.json per trial), not CSV or TensorBoard files
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     tuner = tune.Tuner(
         tune.with_resources(trial, {"cpu": options.cpus_per_trial, "gpu": gpus}),
         param_space={**static, "key": tune.grid_search([p.key for p in todo])},
-        run_config=tune.RunConfig(name=name, storage_path=sweep_folder.uri, callbacks=[callback], verbose=1,
+        # a worker process runs trial after trial: no process start and imports per trial
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=sweep_folder.uri, verbose=1,
+                                  callbacks=[callback, JsonLoggerCallback()],
                                   failure_config=tune.FailureConfig(max_failures=options.max_failures)),
     )
     tuner.fit()
