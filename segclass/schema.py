@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segclass.errors import TrackingStoreError
 from segclass.grid import GridPoint
 
 #: Bump when a code change alters what a trial computes (metrics, weights), so
@@ -114,8 +115,6 @@ def identity_columns(params: dict[str, str]) -> dict[str, str]:
 
 def check_run_is_current(tags: dict[str, str], where: str) -> None:
     """Refuse runs that segclass wrote before trial identities existed (no silent mixing)."""
-    from segclass.errors import TrackingStoreError
-
     if KEY_TAG in tags and IDENTITY_TAG not in tags:
         raise TrackingStoreError(
             f"the MLflow store {where} holds runs written by segclass before trial identities (run "

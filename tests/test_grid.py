@@ -55,7 +55,8 @@ def test_sweep_cli_help_explains_every_flag():
     text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True).stdout
     for flag in ("--address", "--dataset", "--data-root", "--preset", "--study", "--modes", "--fractions", "--seeds",
                  "--variants", "--budgets", "--epochs", "--gpus-per-trial", "--cpus-per-trial", "--storage",
-                 "--mlflow-uri", "--name", "--resume", "--max-failures", "--checkpoint-every"):
+                 "--mlflow-uri", "--name", "--resume", "--grow", "--keep-trial-files", "--max-failures",
+                 "--checkpoint-every", "--pretrained"):
         assert flag in text
     assert "quick" in text and "smoke" in text
 

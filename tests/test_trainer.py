@@ -84,9 +84,10 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_data, tmp_path, var
     with pytest.raises(_Interrupt):
         train(config, tiny_data, tmp_path / "resumed", on_epoch=stop_after_first_epoch)
     assert load_checkpoint(tmp_path / "resumed" / FILENAME)["epoch"] == 1
-    epochs_seen = []
-    resumed = train(config, tiny_data, tmp_path / "resumed", on_epoch=lambda m: epochs_seen.append(m["epoch"]))
-    assert epochs_seen == [2, 3]
+    epochs_seen, replayed = [], []
+    resumed = train(config, tiny_data, tmp_path / "resumed", on_epoch=lambda m: epochs_seen.append(m["epoch"]),
+                    on_resume=lambda history: replayed.extend(h["epoch"] for h in history))
+    assert epochs_seen == [2, 3] and replayed == [1]
     _assert_same_state(_final_weights(tmp_path / "full"), _final_weights(tmp_path / "resumed"))
     assert resumed["test_macro_f1"] == full["test_macro_f1"]
     assert [h["val_macro_f1"] for h in resumed["history"]] == [h["val_macro_f1"] for h in full["history"]]
@@ -141,3 +142,22 @@ def test_mode_needing_a_class_without_patches_is_refused(tiny_data):
     with pytest.raises(TrainingError, match="mode S\\+C trains on classification patches.*in_situ"):
         train(TrainConfig(mode="S+C", seg_fraction=0.5, **FAST), without)
     train(TrainConfig(mode="S", seg_fraction=0.5, **{**FAST, "epochs": 1}), without)  # S needs no cls patches
+
+
+def test_checkpoint_cadence_and_best_weights_written_only_when_they_change(tiny_data, tmp_path):
+    config = TrainConfig(mode="S", seg_fraction=1.0, **{**FAST, "epochs": 3})
+    flags, best_files = [], []
+
+    def watch(metrics):
+        flags.append(metrics["checkpointed"])
+        best_files.append(sorted(p.name for p in tmp_path.glob("best-*.pt")))
+
+    report = train(config, tiny_data, tmp_path, on_epoch=watch, checkpoint_every=2)
+    assert flags == [False, True, True]  # every 2nd epoch and the last
+    state = load_checkpoint(tmp_path / FILENAME)
+    assert state["epoch"] == 3 and "model" not in state["best"]
+    assert best_files[-1] == [f"best-{state['best']['epoch']}.pt"]  # one best file, the one the checkpoint names
+    assert report["best_epoch"] == state["best"]["epoch"]
+    best_model, _ = load_trained_model(tmp_path / FILENAME, which="best")
+    reference = load_checkpoint(tmp_path / f"best-{state['best']['epoch']}.pt")["model"]
+    _assert_same_state(best_model.state_dict(), reference)
