@@ -31,6 +31,16 @@ def best_filename(epoch: int) -> str:
     return f"best-{epoch}.pt"
 
 
+def is_best_file(name: str) -> bool:
+    """A best-weights file (`best-<epoch>.pt`)."""
+    return name.startswith("best-") and name.endswith(".pt")
+
+
+def load_best(folder: str | Path, epoch: int) -> dict[str, Any]:
+    """The best-epoch weights a checkpoint in `folder` points to."""
+    return load_checkpoint(Path(folder) / best_filename(epoch))["model"]
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` via a temporary file and an atomic rename."""
     path = Path(path)

@@ -35,7 +35,7 @@ KEY_TAG = "segclass.grid_key"
 IDENTITY_TAG = "segclass.identity"
 SETTINGS_TAG = "segclass.settings"
 SWEEP_TAG = "segclass.sweep"
-#: Set on an unfinished run that a fresh training of the same identity replaced.
+#: Set on an unfinished run that another training of the same identity replaced: the new run's id.
 SUPERSEDED_TAG = "segclass.superseded_by"
 FINISHED = "FINISHED"
 FINAL_PREFIX = "final_"
@@ -47,16 +47,30 @@ _POINT_FIELDS = ("dataset", "mode", "seg_fraction", "cls_fraction", "seed", "var
 RANDOM_INIT = "none (random init)"
 
 
+def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a metrics dict (lists such as confusion matrices go to artifacts)."""
+    return {f"{prefix}{k}": float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def epoch_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The per-epoch metrics MLflow records at step = epoch."""
+    return {k: v for k, v in scalar_metrics(metrics).items()
+            if k.startswith(EPOCH_METRIC_PREFIXES) or k in EPOCH_METRIC_KEYS}
+
+
 def default_tracking_uri(results: Path) -> str:
     """A SQLite store in the results folder (MLflow's file store is in maintenance mode)."""
     return f"sqlite:///{(Path(results) / 'mlflow.db').resolve()}"
 
 
 def experiment_name(point: GridPoint) -> str:
+    """One MLflow experiment per (study, dataset)."""
     return f"segclass-{point.study}-{point.dataset}"
 
 
 def short_hash(values: dict[str, Any]) -> str:
+    """16 hex digits of the SHA-256 of a canonical JSON rendering."""
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -79,17 +93,21 @@ class TrialIdentity:
 
     @property
     def settings_dict(self) -> dict[str, Any]:
+        """The identity without its grid point: what every cell of one table must share."""
         return dict(self.settings)
 
     @property
     def settings_hash(self) -> str:
+        """The `segclass.settings` tag."""
         return short_hash(self.settings_dict)
 
     @property
     def digest(self) -> str:
+        """The `segclass.identity` tag; also the trial's folder name in the sweep storage."""
         return short_hash({"grid_key": self.point.key, **self.settings_dict})
 
     def tags(self, sweep: str) -> dict[str, str]:
+        """Tags of a new MLflow run of this identity, written by sweep `sweep`."""
         return {KEY_TAG: self.point.key, IDENTITY_TAG: self.digest, SETTINGS_TAG: self.settings_hash,
                 SWEEP_TAG: sweep, "mlflow.runName": self.point.run_name}
 
@@ -106,11 +124,14 @@ class TrialIdentity:
         return params
 
 
+#: Params of a run that are not part of its settings (the grid point, and where the run came from).
+_NON_SETTING_PARAMS = {"study", "dataset", "mode", "seed", "variant", "budget", "seg_percent", "cls_percent",
+                       "pretrained", "sweep", "preset"}
+
+
 def identity_columns(params: dict[str, str]) -> dict[str, str]:
     """The settings part of a run's params (what `TrialIdentity.settings` holds), for comparing runs."""
-    point_params = {"study", "dataset", "mode", "seed", "variant", "budget", "seg_percent", "cls_percent",
-                    "pretrained", "sweep", "preset"}
-    return {k: v for k, v in params.items() if k not in point_params}
+    return {k: v for k, v in params.items() if k not in _NON_SETTING_PARAMS}
 
 
 def check_run_is_current(tags: dict[str, str], where: str) -> None:

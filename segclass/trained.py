@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from segclass.checkpoint import FORMAT_VERSION, best_filename, load_checkpoint
+from segclass.checkpoint import FORMAT_VERSION, load_best, load_checkpoint
 from segclass.config import ModelConfig
 from segclass.errors import CheckpointError, ConfigError
 from segclass.model import SegClassNet
@@ -69,8 +69,7 @@ def _weights_of(state: dict[str, Any], which: str, path: Path) -> tuple[dict[str
     if which == "best" and best.get("model") is not None:  # format 1: inline
         return best["model"], int(best["epoch"]), "best"
     if which == "best" and int(best.get("epoch", -1)) > 0:
-        best_path = path.parent / best_filename(int(best["epoch"]))
-        return load_checkpoint(best_path)["model"], int(best["epoch"]), "best"
+        return load_best(path.parent, int(best["epoch"])), int(best["epoch"]), "best"
     return state["model"], int(state["epoch"]), "last"
 
 

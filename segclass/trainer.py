@@ -27,13 +27,14 @@ import torch.nn.functional as F
 
 import segclass
 from segclass.augment import augment, normalize, to_input
-from segclass.checkpoint import FILENAME, best_filename, load_checkpoint, save_checkpoint
+from segclass.checkpoint import FILENAME, best_filename, is_best_file, load_best, load_checkpoint, save_checkpoint
 from segclass.config import ModelConfig, TrainConfig
 from segclass.data.arrays import DatasetArrays
 from segclass.errors import CheckpointError, TrainingError
 from segclass.evaluation import evaluate_images, evaluate_patches
 from segclass.losses import class_weights, weighted_pixel_loss
 from segclass.model import SegClassNet, build_model
+from segclass.schema import RANDOM_INIT
 from segclass.subsets import TrialPatches, patch_fractions, select_trial_patches
 
 log = logging.getLogger(__name__)
@@ -238,8 +239,9 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
         best = {"epoch": state["best"]["epoch"], "val_macro_f1": state["best"]["val_macro_f1"]}
-        best_model = state["best"].get("model") or _read_best(checkpoint_path, best["epoch"])
-        best_saved = best["epoch"]
+        inline = state["best"].get("model")  # format 1 kept the best weights inside the checkpoint
+        best_model = inline if inline is not None else _read_best(checkpoint_path, best["epoch"])
+        best_saved = -1 if inline is not None else best["epoch"]  # format 1: write best-<epoch>.pt next time
         torch.set_rng_state(state["rng_torch"])
         log.info("resumed from %s after epoch %d", checkpoint_path, start_epoch)
         if on_resume:
@@ -290,7 +292,7 @@ def train(
         **config.to_dict(), "study": config.study, "n_seg_patches": int(len(trial.seg)),
         "n_cls_patches": int(len(trial.cls)), "iterations_per_epoch": iterations,
         "class_names": list(data.class_names), "class_weights": weights.cpu().tolist(),
-        "pretrained": config.pretrained or "none (random init)",
+        "pretrained": config.pretrained or RANDOM_INIT,
     }
     report.update(evaluate("test_", data.test))
     if config.study == "classification":
@@ -311,14 +313,12 @@ def train(
 
 
 def _read_best(checkpoint_path: Path, epoch: int) -> dict[str, torch.Tensor] | None:
-    if epoch < 1:
-        return None
-    return load_checkpoint(checkpoint_path.parent / best_filename(epoch))["model"]
+    return load_best(checkpoint_path.parent, epoch) if epoch >= 1 else None
 
 
 def _remove_stale_best(folder: Path, keep: int) -> None:
-    for path in folder.glob("best-*.pt"):
-        if path.name != best_filename(keep):
+    for path in folder.iterdir():
+        if is_best_file(path.name) and path.name != best_filename(keep):
             path.unlink(missing_ok=True)
 
 

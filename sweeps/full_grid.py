@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -87,7 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, epoch_hook=None) -> int:
+def _python() -> str:
+    """This interpreter, as a user would type it from the current folder (a venv's python, usually)."""
+    return os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
+
+
+def _script() -> str:
+    return os.path.relpath(Path(__file__).resolve())
+
+
+def _without_name(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--name":
+            skip = True
+        elif not arg.startswith("--name="):
+            out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None = None) -> int:
     """`epoch_hook` runs in every trial after each epoch; tests and the chaos benchmark pass one."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -123,7 +147,9 @@ def main(argv: list[str] | None = None, epoch_hook=None) -> int:
     print(f"Tune experiments: {', '.join(summary.experiments) or '-'}")
     print(f"MLflow runs: {summary.mlflow_uri}")
     print(f"Compare trials in the MLflow UI: mlflow ui --backend-store-uri {summary.mlflow_uri} --host 127.0.0.1")
-    print(f"Resume or grow this sweep: python sweeps/full_grid.py --name {options.name} [grid flags] [--grow]")
+    rerun = shlex.join(["--name", options.name, *_without_name(sys.argv[1:] if argv is None else argv)])
+    print(f"Resume this sweep (finished trials are skipped): {_python()} {_script()} {rerun}")
+    print("Grow it: the same command with more --seeds / --fractions / --modes and --grow")
     uri_flag = f" --mlflow-uri {args.mlflow_uri}" if args.mlflow_uri else ""
     print(f"Rebuild the paper's tables and figures: python analysis/report.py --results {args.results}{uri_flag}")
     print(f"Predict your own slides with a trial's model: python -m segclass.predict --checkpoint <MLflow run id> "

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from mlflow.entities import Param
+
 from segclass.analysis.paper import paper_results, paper_table1
 from segclass.grid import GridPoint
 from segclass.sweep.tracking import Tracker
@@ -220,3 +222,24 @@ def test_runs_of_different_settings_never_share_a_cell(tmp_path):
     assert list(load_runs(uri, epochs=100)["test_macro_f1"]) == [0.7]
     settings = str(error.value).split("--settings ")[2][:8]
     assert len(load_runs(uri, settings=settings)) == 1
+
+
+def test_an_identity_trained_twice_counts_once(tmp_path):
+    from mlflow import MlflowClient
+
+    from segclass.analysis.runs import load_runs
+    from segclass.schema import IDENTITY_TAG
+
+    tracker = log_runs(tmp_path, {("S", 0.05, 1): (0.5, 0.9)}, {}, unfinished=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    first = client.search_runs([tracker.experiment_id(_identity(GridPoint("segmentation", "synthetic", "S", 0.05, 1)))])[0]
+    # a second sweep that trained the same identity at the same time finished it later
+    twin = client.create_run(first.info.experiment_id, tags=first.data.tags)
+    client.log_batch(twin.info.run_id, params=[Param(k, v) for k, v in first.data.params.items()])
+    client.log_metric(twin.info.run_id, "final_test_macro_f1", 0.7)
+    client.set_terminated(twin.info.run_id)
+    assert {r.data.tags[IDENTITY_TAG] for r in client.search_runs([first.info.experiment_id])} == {
+        first.data.tags[IDENTITY_TAG]}
+    runs = load_runs(uri)
+    assert len(runs) == 1 and list(runs["test_macro_f1"]) == [0.5]  # the first to finish

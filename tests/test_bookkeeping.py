@@ -99,8 +99,43 @@ def test_a_fresh_training_never_continues_an_old_history(tmp_path):
     new_run = fresh.start(identity, identity.params(), start_epoch=0)
     assert new_run != run
     client = MlflowClient(uri)
-    assert client.get_run(run).info.status == "KILLED" and SUPERSEDED_TAG in client.get_run(run).data.tags
+    assert client.get_run(run).info.status == "KILLED" and client.get_run(run).data.tags[SUPERSEDED_TAG] == new_run
     assert [m.step for m in client.get_metric_history(run, "val_macro_f1")] == [1, 2, 3]
+    # MLflow ran ahead of the checkpoint (checkpoint every 2 epochs, killed after epoch 3 was logged):
+    # the resumed training recomputes epoch 3, so it continues in a new run rather than under the old curve
+    fresh.log_epochs(identity.digest, [(1, {"val_macro_f1": 0.1}), (2, {"val_macro_f1": 0.2}),
+                                       (3, {"val_macro_f1": 0.3})])
+    lagging = Tracker(uri)
+    third = lagging.start(identity, identity.params(), start_epoch=2)
+    assert third not in (run, new_run) and client.get_run(new_run).data.tags[SUPERSEDED_TAG] == third
+
+
+def test_one_driver_per_sweep(tmp_path):
+    import os
+    import time
+
+    from segclass.sweep.manifest import LOCK, DriverLock
+
+    folder = Storage(str(tmp_path)).child("sweep")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        folder.write_json(LOCK, {"host": socket.gethostname(), "pid": other.pid, "heartbeat": time.time()})
+        with pytest.raises(TrackingStoreError, match=f"another driver \\(process {other.pid}"):
+            DriverLock(folder, "sweep").__enter__()
+    finally:
+        other.kill()
+        other.wait()
+    with DriverLock(folder, "sweep"):  # the holder is gone: taken over
+        assert folder.read_json(LOCK)["pid"] == os.getpid()
+    assert folder.read_json(LOCK) is None
+    folder.write_json(LOCK, {"host": "elsewhere", "pid": 1, "heartbeat": time.time()})
+    with pytest.raises(TrackingStoreError, match="another driver"):
+        DriverLock(folder, "sweep").__enter__()
+    folder.write_json(LOCK, {"host": "elsewhere", "pid": 1, "heartbeat": time.time() - 3600})
+    with DriverLock(folder, "sweep"):  # a stale heartbeat from another host: taken over
+        pass
 
 
 def test_grid_flags_narrow_the_extra_arms_too():

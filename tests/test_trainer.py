@@ -161,3 +161,18 @@ def test_checkpoint_cadence_and_best_weights_written_only_when_they_change(tiny_
     best_model, _ = load_trained_model(tmp_path / FILENAME, which="best")
     reference = load_checkpoint(tmp_path / f"best-{state['best']['epoch']}.pt")["model"]
     _assert_same_state(best_model.state_dict(), reference)
+
+
+def test_format_1_checkpoint_resumes_and_writes_its_best_file(tiny_data, tmp_path):
+    from segclass.checkpoint import save_checkpoint
+
+    config = TrainConfig(mode="S", seg_fraction=1.0, **{**FAST, "epochs": 2})
+    train(config.replace(epochs=1), tiny_data, tmp_path)
+    state = load_checkpoint(tmp_path / FILENAME)  # rewrite it as segclass wrote it before best-<epoch>.pt files
+    best = load_checkpoint(tmp_path / f"best-{state['best']['epoch']}.pt")["model"]
+    (tmp_path / f"best-{state['best']['epoch']}.pt").unlink()
+    save_checkpoint(tmp_path / FILENAME, {**state, "best": {**state["best"], "model": best}, "format_version": 1})
+    train(config, tiny_data, tmp_path)
+    epoch = load_checkpoint(tmp_path / FILENAME)["best"]["epoch"]
+    assert (tmp_path / f"best-{epoch}.pt").is_file()
+    load_trained_model(tmp_path / FILENAME, which="best")

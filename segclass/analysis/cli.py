@@ -19,7 +19,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     result.add_argument("--experiment", default=None,
                         help="only this MLflow experiment (e.g. segclass-segmentation-bach)")
     result.add_argument("--dataset", default=None, help="only runs of this dataset")
-    result.add_argument("--sweep", default=None, help="only runs of this sweep (its --name)")
+    result.add_argument("--sweep", default=None,
+                        help="only runs trained by this sweep (its --name; a point another sweep had already "
+                             "finished keeps that sweep's name)")
     result.add_argument("--epochs", type=int, default=None, help="only runs trained for this many epochs")
     result.add_argument("--settings", default=None,
                         help="only runs with these training settings (the segclass.settings tag, or its start; "

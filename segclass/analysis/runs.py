@@ -54,7 +54,7 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
                           "x": round(point.fraction * 100, 4), "seed": point.seed, "variant": point.variant,
                           "budget": point.budget, "identity": tags[IDENTITY_TAG], "settings": tags[SETTINGS_TAG],
                           "sweep": tags.get(SWEEP_TAG, ""), "epochs": int(params.get("epochs", 0)),
-                          "artifact_uri": run.info.artifact_uri}
+                          "end_time": run.info.end_time, "artifact_uri": run.info.artifact_uri}
                 record.update({k[len(FINAL_PREFIX):]: v for k, v in run.data.metrics.items()
                                if k.startswith(FINAL_PREFIX)})
                 records.append(record)
@@ -63,6 +63,8 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
             if not token:
                 break
     frame = pd.DataFrame.from_records(records, columns=None if records else RUN_COLUMNS)
+    if not frame.empty:  # two sweeps that trained one identity at once: the same experiment counts once
+        frame = frame.sort_values("end_time", kind="stable").drop_duplicates("identity").reset_index(drop=True)
     check_one_setting(frame, run_settings)
     return frame
 

@@ -10,8 +10,7 @@ from typing import Any
 
 from ray import tune
 
-from segclass.schema import TrialIdentity
-from segclass.sweep.trial import epoch_scalars
+from segclass.schema import TrialIdentity, epoch_scalars
 from segclass.sweep.writer import TrackingWriter
 
 
@@ -35,15 +34,24 @@ class MlflowCallback(tune.Callback):
                                      int(result.get("start_epoch", 0)))
         return identity
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        """An epoch (trained or replayed from a checkpoint) or the trial's final report."""
         identity = self._identity(trial, result)
         if result.get("final"):
             self.writer.submit_finish(identity.digest)
         else:
             self.writer.submit_epoch(identity.digest, int(result["epoch"]), epoch_scalars(result))
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        """The trial failed for good (no retries left): its run is marked FAILED; a later sweep resumes it."""
+        self._release(trial)
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """The trial failed and Tune retries it: the retry reattaches to the run (or supersedes it, see tracking)."""
+        self._release(trial)
+
+    def _release(self, trial) -> None:
         identity = self.identities[trial.config["key"]]
         if identity.digest in self._started:
             self.writer.submit_fail(identity.digest)
-            self._started.discard(identity.digest)  # a retry starts (or reattaches) its run again
+            self._started.discard(identity.digest)

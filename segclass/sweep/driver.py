@@ -16,21 +16,21 @@ py_modules), so a node needs only the dependencies.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import segclass
 from segclass.errors import ConfigError
 from segclass.grid import GridPoint, Preset, expand
 from segclass.schema import TrialIdentity, default_tracking_uri
-from segclass.sweep.manifest import check_sweep
+from segclass.sweep.manifest import DriverLock, check_sweep
 from segclass.sweep.storage import Storage
 from segclass.sweep.trial import EpochHook, run_trial
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from segclass.sweep.writer import TrackingWriter
 
 
 @dataclass
@@ -59,6 +59,8 @@ class SweepOptions:
 
 @dataclass
 class SweepSummary:
+    """What one driver run did, counted from MLflow after its writes were drained."""
+
     planned: int
     skipped: list[str] = field(default_factory=list)  # grid keys finished before this run
     ran: list[str] = field(default_factory=list)  # finished by this run
@@ -88,6 +90,7 @@ def _read_pretrained(path: str | None) -> tuple[Any, str]:
 
 
 def start_ray(options: SweepOptions) -> None:
+    """A private Ray on 127.0.0.1, or the cluster at `options.address` with segclass's code shipped to it."""
     import ray
 
     if ray.is_initialized():
@@ -101,6 +104,7 @@ def start_ray(options: SweepOptions) -> None:
 
 
 def _next_tune_name(folder: Storage) -> str:
+    """`tune-<n>` for the n-th driver run of the sweep (under the driver lock, so never shared)."""
     used = [int(n.split("-")[1]) for n in folder.list() if n.startswith("tune-") and n.split("-")[1].isdigit()]
     return f"tune-{max(used, default=0) + 1}"
 
@@ -114,8 +118,6 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     """
     from segclass.data import ensure_cache
     from segclass.data.shards import read_manifest
-    from segclass.sweep.tracking import Tracker
-    from segclass.sweep.writer import TrackingWriter
 
     preset = options.preset
     points = expand(preset)
@@ -128,8 +130,20 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     settings = next(iter(identities.values())).settings_dict
 
     sweep_folder = Storage(options.storage).child(options.name)
-    check_sweep(sweep_folder, options.name, preset.dataset, fingerprint, settings, [p.key for p in points],
-                grow=options.grow, resume=options.resume)
+    with DriverLock(sweep_folder, options.name):
+        check_sweep(sweep_folder, options.name, preset.dataset, fingerprint, settings, [p.key for p in points],
+                    grow=options.grow, resume=options.resume)
+        return _drive(options, points, identities, sweep_folder, fingerprint, pretrained_state, pretrained_sha,
+                      epoch_hook, trainable or run_trial, cache)
+
+
+def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str, TrialIdentity],
+           sweep_folder: Storage, fingerprint: str, pretrained_state: dict[str, Any] | None, pretrained_sha: str,
+           epoch_hook: EpochHook | None, trainable: Callable, cache: Path) -> SweepSummary:
+    """Skip what is finished, run the rest, count from MLflow what this run finished."""
+    from segclass.sweep.tracking import Tracker
+    from segclass.sweep.writer import TrackingWriter
+
     results = Path(options.results)
     results.mkdir(parents=True, exist_ok=True)
     mlflow_uri = options.mlflow_uri or default_tracking_uri(results)
@@ -137,6 +151,9 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     summary = SweepSummary(planned=len(points), mlflow_uri=mlflow_uri)
     finished = tracker.finished_identities(list(identities.values()))
     summary.skipped = sorted(p.key for p in points if identities[p.key].digest in finished)
+    if not options.keep_trial_files:  # a driver killed between MLflow's FINISHED and the folder's removal
+        for digest in finished & set(sweep_folder.list("trials")):
+            sweep_folder.delete(f"trials/{digest}")
     todo = [p for p in points if identities[p.key].digest not in finished]
     print(f"sweep {options.name}: {len(points)} grid points, {len(summary.skipped)} already finished (skipped), "
           f"{len(todo)} to run", flush=True)
@@ -146,7 +163,7 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     writer = TrackingWriter(tracker, sweep_folder, keep_trial_files=options.keep_trial_files)
     try:
         experiment = _run_tune(options, todo, identities, sweep_folder, writer, fingerprint, pretrained_state,
-                               pretrained_sha, epoch_hook, trainable or run_trial, cache)
+                               pretrained_sha, epoch_hook, trainable, cache)
         summary.experiments.append(experiment)
     finally:
         stats = writer.close()
@@ -158,8 +175,10 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
 
 
 def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str, TrialIdentity],
-              sweep_folder: Storage, writer, fingerprint: str, pretrained_state, pretrained_sha: str,
-              epoch_hook: EpochHook | None, trainable: Callable, cache: Path) -> str:
+              sweep_folder: Storage, writer: "TrackingWriter", fingerprint: str,
+              pretrained_state: dict[str, Any] | None, pretrained_sha: str, epoch_hook: EpochHook | None,
+              trainable: Callable, cache: Path) -> str:
+    """Run `todo` as a new Tune experiment `tune-<n>` in the sweep's folder; returns its path."""
     import ray
     from ray import tune
 
@@ -177,11 +196,12 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
     trial = tune.with_parameters(trainable, data=data, identities=digests, pretrained_state=pretrained_state,
                                  epoch_hook=epoch_hook)
     checkpoint_every = options.checkpoint_every or options.preset.checkpoint_every
+    pretrained_name = Path(options.pretrained).name if options.pretrained else ""
     static = {"epochs": options.preset.epochs, "batch_size": options.batch_size, "pretrained_sha256": pretrained_sha,
+              "pretrained_name": pretrained_name,
               "checkpoint_every": checkpoint_every, "threads": max(1, int(options.cpus_per_trial)),
               "data_fingerprint": fingerprint, "sweep_storage": sweep_folder.uri}
-    params = {"sweep": options.name, "preset": options.preset.name,
-              "pretrained": Path(options.pretrained).name if options.pretrained else ""}
+    params = {"sweep": options.name, "preset": options.preset.name, "pretrained": pretrained_name}
     callback = MlflowCallback(writer, identities, params)
     name = _next_tune_name(sweep_folder)
     # MLflow is the record; Tune keeps only its JSON log (result.json per trial), not CSV or TensorBoard files

@@ -10,6 +10,9 @@ rerun (fewer seeds, one mode) is fine: it runs a part of the same sweep.
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
 from typing import Any
 
@@ -17,7 +20,10 @@ from segclass.errors import TrackingStoreError
 from segclass.sweep.storage import Storage
 
 MANIFEST = "sweep.json"
+LOCK = "driver.json"
 FORMAT = 1
+#: A lock from another host counts as held while its heartbeat is younger than this.
+LOCK_STALE_S = 120.0
 
 
 def check_sweep(folder: Storage, name: str, dataset: str, data_fingerprint: str, settings: dict[str, Any],
@@ -26,7 +32,7 @@ def check_sweep(folder: Storage, name: str, dataset: str, data_fingerprint: str,
     manifest = folder.read_json(MANIFEST)
     where = f"{folder.uri}/{MANIFEST}"
     if manifest is None:
-        leftovers = [n for n in folder.list() if not n.startswith(".")]
+        leftovers = [n for n in folder.list() if not n.startswith(".") and n != LOCK]
         if leftovers:
             raise TrackingStoreError(
                 f"{folder.uri} holds a sweep folder from an older segclass (no {MANIFEST}; found "
@@ -51,6 +57,12 @@ def check_sweep(folder: Storage, name: str, dataset: str, data_fingerprint: str,
         )
     differing = sorted(k for k in set(settings) | set(manifest["settings"])
                        if settings.get(k) != manifest["settings"].get(k))
+    if "result_version" in differing:
+        raise TrackingStoreError(
+            f"sweep {name!r} ({where}) was run by a segclass whose trials compute other results (result version "
+            f"{manifest['settings'].get('result_version')}, now {settings.get('result_version')}); its runs cannot be "
+            f"continued with this code. Start a new sweep: --name {name}-v{settings.get('result_version')}"
+        )
     if differing:
         changes = ", ".join(f"{k} {manifest['settings'].get(k)!r} -> {settings.get(k)!r}" for k in differing)
         raise TrackingStoreError(
@@ -68,3 +80,58 @@ def check_sweep(folder: Storage, name: str, dataset: str, data_fingerprint: str,
                     "grown": [*manifest.get("grown", []), time.strftime("%Y-%m-%d %H:%M:%S")]}
         folder.write_json(MANIFEST, manifest)
     return manifest
+
+
+class DriverLock:
+    """One driver per sweep at a time: two would train the same trials into the same checkpoint folders.
+
+    `<storage>/<name>/driver.json` names the host and process of the driver and
+    a heartbeat the driver renews. A lock is taken over when its process is gone
+    (same host) or its heartbeat is older than `LOCK_STALE_S` (another host, or
+    a driver that was killed).
+    """
+
+    def __init__(self, folder: Storage, name: str) -> None:
+        self.folder, self.name = folder, name
+        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "DriverLock":
+        held = self.folder.read_json(LOCK)
+        if held is not None and self._alive(held):
+            raise TrackingStoreError(
+                f"sweep {self.name!r} is being run by another driver (process {held['pid']} on {held['host']}, "
+                f"heartbeat {time.time() - held['heartbeat']:.0f} s ago; {self.folder.uri}/{LOCK}). Wait for it to "
+                "end, or stop it; a killed driver's lock expires by itself"
+            )
+        self._beat()
+        self._thread = threading.Thread(target=self._run, name="segclass-driver-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.folder.delete(LOCK)
+
+    def _alive(self, held: dict[str, Any]) -> bool:
+        if held.get("host") == self.me["host"]:
+            if held.get("pid") == self.me["pid"]:
+                return False
+            try:
+                os.kill(int(held["pid"]), 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:  # another user's live process
+                return True
+            return True
+        return time.time() - float(held.get("heartbeat", 0)) < LOCK_STALE_S
+
+    def _beat(self) -> None:
+        self.folder.write_json(LOCK, {**self.me, "heartbeat": time.time()})
+
+    def _run(self) -> None:
+        while not self._stop.wait(LOCK_STALE_S / 4):
+            self._beat()

@@ -23,10 +23,12 @@ from typing import Any
 
 
 def is_local(uri: str) -> bool:
+    """A plain path or file:// URI (written with the standard library, atomically by rename)."""
     return "://" not in uri or uri.startswith("file://")
 
 
 def local_path(uri: str) -> Path:
+    """The absolute local path of a local URI."""
     return Path(uri[len("file://"):] if uri.startswith("file://") else uri).resolve()
 
 
@@ -48,12 +50,15 @@ class Storage:
             self.fs, self.root = fs.FileSystem.from_uri(self.uri)
 
     def path(self, *parts: str) -> str:
+        """The filesystem path of `parts` under this folder (for the filesystem in `self.fs`)."""
         return "/".join([self.root.rstrip("/"), *parts])
 
     def child(self, *parts: str) -> "Storage":
+        """The storage of a subfolder."""
         return Storage("/".join([self.uri.rstrip("/"), *parts]))
 
     def exists(self, name: str) -> bool:
+        """Whether a file or folder `name` exists under this folder."""
         if self.fs is None:
             return Path(self.path(name)).exists()
         from pyarrow import fs
@@ -71,6 +76,7 @@ class Storage:
         return sorted(Path(i.path).name for i in infos)
 
     def read_bytes(self, name: str) -> bytes:
+        """The content of file `name`."""
         if self.fs is None:
             return Path(self.path(name)).read_bytes()
         with self.fs.open_input_stream(self.path(name)) as stream:
@@ -90,9 +96,11 @@ class Storage:
             stream.write(payload)
 
     def read_json(self, name: str) -> dict[str, Any] | None:
+        """The JSON file `name`, or None when it does not exist."""
         return json.loads(self.read_bytes(name)) if self.exists(name) else None
 
     def write_json(self, name: str, value: dict[str, Any]) -> None:
+        """Write `value` as JSON, atomically."""
         self.write_bytes(name, json.dumps(value, indent=1, sort_keys=True).encode())
 
     def delete(self, name: str) -> None:
@@ -122,8 +130,3 @@ class Storage:
         fs.copy_files(self.path(name), str(target), source_filesystem=self.fs,
                       destination_filesystem=fs.LocalFileSystem())
         return target
-
-    def upload(self, folder: Path, name: str) -> None:
-        """Copy a local folder's files to `name`, each file atomically."""
-        for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-            self.write_bytes(f"{name}/{file.relative_to(folder).as_posix()}", file.read_bytes())

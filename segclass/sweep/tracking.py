@@ -16,25 +16,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from segclass.schema import (FINAL_METRIC_PREFIXES, FINAL_PREFIX, FINISHED, IDENTITY_TAG, KEY_TAG, SUPERSEDED_TAG,
-                             TrialIdentity, check_run_is_current, experiment_name)
+from segclass.schema import (FINAL_METRIC_PREFIXES, FINAL_PREFIX, FINISHED, IDENTITY_TAG, SUPERSEDED_TAG,
+                             TrialIdentity, check_run_is_current, experiment_name, scalar_metrics)
 
 log = logging.getLogger(__name__)
 #: MLflow's log_batch takes at most 1,000 metrics per call.
 BATCH_LIMIT = 1000
 
 
-def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """The numbers of a metrics dict (lists such as confusion matrices go to artifacts)."""
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        out[f"{prefix}{key}"] = float(value)
-    return out
-
-
 def is_server(tracking_uri: str) -> bool:
+    """An MLflow tracking server (which then decides where artifacts go)."""
     return tracking_uri.startswith(("http://", "https://"))
 
 
@@ -54,6 +45,9 @@ class Tracker:
         self._runs: dict[str, str] = {}  # identity digest -> run id
         self._last_epoch: dict[str, int] = {}  # identity digest -> last epoch logged
         self._finished: set[str] = set()  # digests whose run is finished: log nothing more
+        # digest -> ids of its runs, from the scan `finished_identities` makes anyway: lets `start` skip a
+        # tag search per trial (which costs O(runs in the store) on SQLite)
+        self._index: dict[str, list[str]] | None = None
 
     # -- lookup -------------------------------------------------------------
     def experiment_id(self, identity: TrialIdentity) -> str:
@@ -92,33 +86,48 @@ class Tracker:
     def finished_identities(self, identities: list[TrialIdentity]) -> set[str]:
         """Digests of the identities that already have a finished run (refusing stores of old segclass)."""
         wanted = {i.digest for i in identities}
-        finished = set()
+        finished, index = set(), {}
         for experiment in sorted({self.experiment_id(i) for i in identities}):
             for run in self._all_runs(experiment):
                 check_run_is_current(run.data.tags, self.tracking_uri)
-                if run.info.status == FINISHED and run.data.tags.get(IDENTITY_TAG) in wanted:
-                    finished.add(run.data.tags[IDENTITY_TAG])
+                digest = run.data.tags.get(IDENTITY_TAG)
+                if digest in wanted:
+                    index.setdefault(digest, []).append(run.info.run_id)
+                    if run.info.status == FINISHED:
+                        finished.add(digest)
+        if self._index is None:
+            self._index = index
         return finished
 
     # -- writing (writer thread only) ----------------------------------------
     def start(self, identity: TrialIdentity, params: dict[str, Any], start_epoch: int) -> str:
-        """The run of `identity` for a training that resumed after `start_epoch` (0: a fresh start)."""
+        """The run of `identity` for a training that resumed after `start_epoch` (0: a fresh start).
+
+        An unfinished run is continued only when it holds no epoch beyond
+        `start_epoch`: epochs past the checkpoint were computed by a training
+        that is gone (a kill between checkpoints, a retry from scratch), and
+        the resumed training recomputes them. Otherwise the old run is ended
+        (KILLED, tagged with its successor) and a new run gets the whole
+        history, replayed from the checkpoint: one run, one training.
+        """
         digest = identity.digest
         if digest in self._runs:
             return self._runs[digest]
-        runs = list(self._all_runs(self.experiment_id(identity), f"tags.`{IDENTITY_TAG}` = '{digest}'"))
+        if self._index is not None:  # the runs known at the driver's start, plus those it made
+            runs = [self.client.get_run(run_id) for run_id in self._index.get(digest, [])]
+        else:
+            runs = list(self._all_runs(self.experiment_id(identity), f"tags.`{IDENTITY_TAG}` = '{digest}'"))
         finished = [r for r in runs if r.info.status == FINISHED]
         open_runs = [r for r in runs if r.info.status != FINISHED and SUPERSEDED_TAG not in r.data.tags]
-        run_id = None
+        run_id, superseded = None, []
         if finished:  # a trial replayed after its run was finished: never a second run
             run_id = finished[0].info.run_id
             self._finished.add(digest)
         elif open_runs:
             run = max(open_runs, key=lambda r: r.info.start_time)
-            history = self.client.get_metric_history(run.info.run_id, "epoch")
-            last = int(max((m.value for m in history), default=0))
-            if start_epoch == 0 and last > 0:  # a new training: never splice it onto the old history
-                self._supersede(run.info.run_id, last)
+            last = self._last_logged(run.info.run_id)
+            if last > start_epoch:
+                superseded.append((run.info.run_id, last))
             else:
                 run_id = run.info.run_id
                 self._last_epoch[digest] = last
@@ -127,8 +136,17 @@ class Tracker:
                          identity.point.run_name, last)
         if run_id is None:
             run_id = self._create(identity, params)
+        for old_run, last in superseded:
+            self.client.set_tag(old_run, SUPERSEDED_TAG, run_id)
+            self.client.set_terminated(old_run, status="KILLED")
+            log.warning("MLflow run %s of %s held epochs up to %d, but the training now resumes after epoch %d: "
+                        "it continues in run %s; the old run is marked KILLED", old_run, identity.point.run_name,
+                        last, start_epoch, run_id)
         self._runs[digest] = run_id
         return run_id
+
+    def _last_logged(self, run_id: str) -> int:
+        return int(max((m.value for m in self.client.get_metric_history(run_id, "epoch")), default=0))
 
     def _create(self, identity: TrialIdentity, params: dict[str, Any]) -> str:
         from mlflow.entities import Param
@@ -137,13 +155,13 @@ class Tracker:
                                      tags=identity.tags(self.sweep))
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self._last_epoch[identity.digest] = 0
+        if self._index is not None:
+            self._index.setdefault(identity.digest, []).append(run.info.run_id)
         return run.info.run_id
 
-    def _supersede(self, run_id: str, last: int) -> None:
-        self.client.set_tag(run_id, SUPERSEDED_TAG, "a fresh training of the same identity (no checkpoint was found)")
-        self.client.set_terminated(run_id, status="KILLED")
-        log.warning("MLflow run %s held epochs 1-%d but its checkpoint is gone; the trial trains afresh in a new "
-                    "run and the old one is marked KILLED (%s)", run_id, last, SUPERSEDED_TAG)
+    def has_run(self, digest: str) -> bool:
+        """Whether `start` has given `digest` a run in this driver (it may have failed)."""
+        return digest in self._runs
 
     def log_epochs(self, digest: str, epochs: list[tuple[int, dict[str, float]]]) -> int:
         """Log epochs not yet in the run, in as few calls as MLflow allows; returns how many were new."""
@@ -182,6 +200,5 @@ class Tracker:
         run_id = self._runs.pop(digest, None)
         if run_id and digest not in self._finished:
             self.client.set_terminated(run_id, status="FAILED")
+        self._last_epoch.pop(digest, None)
 
-    def is_finished(self, digest: str) -> bool:
-        return digest in self._finished

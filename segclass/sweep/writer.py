@@ -17,7 +17,7 @@ import queue
 import shutil
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from segclass.schema import TrialIdentity
 from segclass.sweep.storage import Storage
@@ -53,7 +53,8 @@ class _Fail:
 
 @dataclass
 class WriterStats:
-    operations: int = 0
+    """What the writer did; `errors` (one line each) end up in the sweep summary."""
+
     epochs_logged: int = 0
     batches: int = 0
     finished: int = 0
@@ -68,6 +69,7 @@ class TrackingWriter:
         self.storage = storage  # the sweep's folder: trials/<digest>/final holds what a finished trial left
         self.keep_trial_files = keep_trial_files
         self.stats = WriterStats()
+        self._starts: dict[str, _Start] = {}  # the latest start of each digest, to retry one that failed
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="segclass-mlflow-writer", daemon=True)
         self._thread.start()
@@ -85,11 +87,14 @@ class TrackingWriter:
     def submit_fail(self, digest: str) -> None:
         self._queue.put(_Fail(digest))
 
-    def close(self, timeout: float | None = None) -> WriterStats:
-        """Write everything queued, then stop the thread."""
+    def close(self, timeout: float = 600.0) -> WriterStats:
+        """Write everything queued, then stop the thread; give up after `timeout` s (an unreachable server)."""
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                self.stats.errors.append(f"{self._queue.qsize()} MLflow writes still queued after {timeout:.0f} s; "
+                                         "the next run of the sweep redoes them")
         return self.stats
 
     # -- the thread ---------------------------------------------------------
@@ -115,25 +120,34 @@ class TrackingWriter:
             pending.clear()
 
         for item in items:
-            self.stats.operations += 1
             if isinstance(item, _Epoch):
                 pending.setdefault(item.digest, []).append((item.epoch, item.metrics))
                 continue
             flush()  # keep order: a run's epochs reach MLflow before its finish
             if isinstance(item, _Start):
-                self._guard(f"start {item.identity.point.run_name}",
-                            lambda: self.tracker.start(item.identity, item.params, item.start_epoch))
+                self._starts[item.identity.digest] = item
+                self._guard(f"start {item.identity.point.run_name}", lambda: self._ensure_run(item.identity.digest))
             elif isinstance(item, _Finish):
                 self._guard(f"finish {item.digest}", lambda: self._finish(item.digest))
             elif isinstance(item, _Fail):
                 self._guard(f"mark {item.digest} failed", lambda: self.tracker.fail(item.digest))
         flush()
 
+    def _ensure_run(self, digest: str) -> None:
+        """Start the digest's run if it has none yet: the first time, or again after a start that failed."""
+        if not self.tracker.has_run(digest):
+            start = self._starts.get(digest)
+            if start is None:
+                raise RuntimeError(f"no MLflow run for trial {digest}: the callback never started one")
+            self.tracker.start(start.identity, start.params, start.start_epoch)
+
     def _log(self, digest: str, epochs: list[tuple[int, dict[str, float]]]) -> None:
+        self._ensure_run(digest)
         self.stats.epochs_logged += self.tracker.log_epochs(digest, epochs)
         self.stats.batches += 1
 
     def _finish(self, digest: str) -> None:
+        self._ensure_run(digest)
         name = f"trials/{digest}/final"
         folder = self.storage.download(name)
         try:
@@ -145,7 +159,7 @@ class TrackingWriter:
         if not self.keep_trial_files:  # MLflow holds the results now; the checkpoint is no longer needed
             self.storage.delete(f"trials/{digest}")
 
-    def _guard(self, what: str, action) -> None:
+    def _guard(self, what: str, action: Callable[[], object]) -> None:
         try:
             action()
         except Exception as exc:  # one failed write must not stop the others; the summary reports it
