@@ -1,6 +1,6 @@
 """Chaos: SIGKILL a sweep's driver and its Ray at random moments, resume each time, then audit MLflow.
 
-    python benchmarks/chaos.py --kills 20                  # the README figure (~15 min on 2 cores)
+    python benchmarks/chaos.py --kills 20                  # the README figure (~10 min on 2 cores)
     python benchmarks/chaos.py --kills 2 --per-stage 1 --after-progress   # CI's short version
 
 The sweep is the `smoke` grid (S, S+C at s = 25, 100%) on a tiny synthetic
@@ -9,8 +9,9 @@ each epoch it trains to a ledger. Stage k runs seeds 1..k; after `--per-stage`
 kills (or a clean finish) the next run grows the sweep by one seed (`--grow`),
 so later kills land during growth. Each kill is a SIGKILL to the driver's whole
 session: the driver, the Ray it started, and its workers, with no cleanup.
-Half the kills come at a uniformly random time after the driver started, half
-a random 0-6 s after its first newly trained epoch (`--after-progress`: all).
+Each kill comes, with probability 1/2, at a uniformly random time 1 s to
+`--max-wait` after the driver started, else a random 0-6 s after its first
+newly trained epoch (`--after-progress`: always the latter).
 
 At the end the audit checks, on the final grid:
 - every grid point has exactly one FINISHED MLflow run of its identity;
@@ -163,9 +164,13 @@ def audit(work: Path, seeds: int, epochs: int, ledger: Path) -> dict:
     }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, each flag's default shown."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/chaos.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs of the driver and its Ray")
     parser.add_argument("--per-stage", type=int, default=4, help="kills before the sweep is grown by one seed")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per trial")

@@ -40,11 +40,15 @@ def make_hook(slow_epoch: float, fault_dir: str | None, ledger: str | None):
     return epoch_hook
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, each flag's default shown."""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
     parser = argparse.ArgumentParser(prog="python benchmarks/hooked_sweep.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--slow-epoch", type=float, default=0.0, help="seconds each trial sleeps after an epoch")
     parser.add_argument("--fault-once", default=None, help="folder of markers: each trial fails once after epoch 1")
     parser.add_argument("--ledger", default=None, help="file each trial appends '<grid key> <epoch>' to per epoch")

@@ -1,6 +1,6 @@
 """Scale by simulation: thousands of near-empty trials through the real driver, callback, writer and MLflow store.
 
-    python benchmarks/sweep_scale.py                       # 250, 500, 1,000, 2,000 points (README table)
+    python benchmarks/sweep_scale.py                       # 250, 500, 1,000, 2,000 points (docs/sweep.md table)
     python benchmarks/sweep_scale.py --sizes 100 --json out.json
 
 Each size runs in a fresh process: `run_sweep` with the paper grid widened to
@@ -89,9 +89,13 @@ def one_size(points: int, work: Path, cpus: int) -> dict:
             **{f"{k}_kib_per_trial": round((after[k] - before[k]) / planned, 1) for k in ("anon", "file", "shmem")}}
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, each flag's default shown."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/sweep_scale.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=int, default=[250, 500, 1000, 2000],
                         help="grid sizes to simulate (rounded up to whole seeds of the paper grid, 78 points each)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs the local Ray offers (4 trial slots per CPU)")

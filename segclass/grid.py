@@ -109,7 +109,7 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick",
         description="synthetic data, S / S+C / S+C* at s = 5, 10, 25, 100%, 2 seeds, plus the released-code "
-                    "variant and the equal budget at s = 5%; about 20 minutes on a 2-core laptop",
+                    "variant and the equal budget at s = 5%; about 13 minutes on a 2-core machine",
         epochs=5, seg_fractions=(0.05, 0.10, 0.25, 1.0), seeds=(1, 2),
         extra_arms=(("S+C", 0.05, "released-code", "paper"), ("S+C*", 0.05, "released-code", "paper"),
                     ("S", 0.05, "paper", "equal"), ("S+C", 0.05, "paper", "equal"),

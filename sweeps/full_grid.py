@@ -5,8 +5,8 @@ cache if missing, run the `quick` preset, log to results/mlflow.db.
 
     python sweeps/full_grid.py                                   # quick preset, local
     python sweeps/full_grid.py --preset smoke                    # a first try, a few minutes
-    python sweeps/full_grid.py --address auto --preset paper --dataset bach --data-root /data/BACH \\
-        --storage /shared/tune --mlflow-uri http://HEAD:5000      # on a cluster (see README)
+    python sweeps/full_grid.py --address auto --preset paper --dataset bach --data-root /shared/BACH \\
+        --storage /shared/segclass/tune --mlflow-uri http://HEAD_IP:5000    # on a cluster (see README)
     python sweeps/full_grid.py                                   # rerun: resumes, skipping finished trials
     python sweeps/full_grid.py --seeds 1 2 3 --grow              # add grid points to the same sweep
 """
@@ -57,14 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-trial", type=float, default=None,
                         help="GPU share of one trial, e.g. 0.25 packs 4 trials per GPU; default 0.25 when the "
                              "cluster has GPUs, else 0 (CPU)")
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores reserved per trial")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores reserved per trial (default: 1)")
     parser.add_argument("--storage", default="results/tune",
-                        help="sweep storage (trial checkpoints by identity, Tune's logs): a folder, shared by all "
-                             "nodes on a cluster, or any URI pyarrow understands (s3://, gs://, ...)")
+                        help="sweep storage (trial checkpoints by identity, Tune's logs; default: results/tune): a "
+                             "folder every node can read and write on a cluster, or any URI pyarrow understands "
+                             "(s3://, gs://, ...)")
     parser.add_argument("--mlflow-uri", default=None,
                         help="MLflow tracking URI; default: sqlite:///RESULTS/mlflow.db (one machine). On a cluster "
                              "use an MLflow tracking server (http://HOST:PORT), not SQLite on a shared disk")
-    parser.add_argument("--results", default="results", help="folder for the default MLflow store and artifacts")
+    parser.add_argument("--results", default="results",
+                        help="folder for the default MLflow store and artifacts (default: results)")
     parser.add_argument("--name", default=None,
                         help="sweep name (default: PRESET-DATASET). Rerunning a name resumes it: trials with a "
                              "finished run are skipped, the others continue from their checkpoints. A name never "
@@ -74,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="insist that the sweep --name exists (a plain rerun resumes too, but also starts a "
                              "new sweep when there is none)")
-    parser.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial, from its checkpoint")
+    parser.add_argument("--max-failures", type=int, default=2,
+                        help="retries of a failing trial, from its checkpoint (default: 2)")
     parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="write a trial checkpoint every N epochs (about 34 MB each); a killed sweep loses at "
                              "most N-1 epochs per running trial (default: the preset's: 5 for paper, else 1)")
@@ -90,13 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shortest(path: str | Path) -> str:
+    """`path` relative to the current folder when it lies below it, else absolute: as a user would type it."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def _python() -> str:
-    """This interpreter, as a user would type it from the current folder (a venv's python, usually)."""
-    return os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
+    """This interpreter (a venv's python, usually), so printed commands run as printed."""
+    return _shortest(sys.executable)
 
 
-def _script() -> str:
-    return os.path.relpath(Path(__file__).resolve())
+def _tool(name: str) -> str:
+    """A console script installed beside this interpreter (mlflow, ray)."""
+    return _shortest(Path(sys.executable).with_name(name))
+
+
+def _script(relative: str) -> str:
+    """A script of this repository."""
+    return _shortest(Path(__file__).resolve().parents[1] / relative)
 
 
 def _without_name(argv: list[str]) -> list[str]:
@@ -146,13 +161,18 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
         print(f"  MLflow write failed: {error}")
     print(f"Tune experiments: {', '.join(summary.experiments) or '-'}")
     print(f"MLflow runs: {summary.mlflow_uri}")
-    print(f"Compare trials in the MLflow UI: mlflow ui --backend-store-uri {summary.mlflow_uri} --host 127.0.0.1")
+    if summary.mlflow_uri.startswith(("http://", "https://")):
+        print(f"Compare trials in the MLflow UI: open {summary.mlflow_uri}")
+    else:
+        print(f"Compare trials in the MLflow UI: {_tool('mlflow')} ui --backend-store-uri {summary.mlflow_uri} "
+              "--host 127.0.0.1")
     rerun = shlex.join(["--name", options.name, *_without_name(sys.argv[1:] if argv is None else argv)])
-    print(f"Resume this sweep (finished trials are skipped): {_python()} {_script()} {rerun}")
+    print(f"Resume this sweep (finished trials are skipped): {_python()} {_script('sweeps/full_grid.py')} {rerun}")
     print("Grow it: the same command with more --seeds / --fractions / --modes and --grow")
     uri_flag = f" --mlflow-uri {args.mlflow_uri}" if args.mlflow_uri else ""
-    print(f"Rebuild the paper's tables and figures: python analysis/report.py --results {args.results}{uri_flag}")
-    print(f"Predict your own slides with a trial's model: python -m segclass.predict --checkpoint <MLflow run id> "
+    print(f"Rebuild the paper's tables and figures: {_python()} {_script('analysis/report.py')} --results "
+          f"{args.results}{uri_flag}")
+    print(f"Predict your own slides with a trial's model: {_python()} -m segclass.predict --checkpoint <MLflow run id> "
           f"--tracking-uri {summary.mlflow_uri} SLIDE... --out predictions/")
     return 1 if summary.failed or summary.tracking_errors else 0
 

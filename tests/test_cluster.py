@@ -7,6 +7,7 @@ other Ray of the user (no `ray stop`).
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -60,8 +61,10 @@ def _start_in_session(command: list[str], log: Path, ready: str, env: dict, time
 def two_raylets(tmp_path):
     """A head raylet and a worker raylet on 127.0.0.1, one CPU each; yields (address, worker port, node ids)."""
     port, worker_port = _free_port(), _free_port()
-    # Ray 2.5x+ turns on token authentication for `ray start --head`; every joining process must say so too
+    # Ray 2.60 uses token authentication; the test's own token (not ~/.ray/auth_token, which a fresh
+    # machine lacks) reaches every process through the environment
     os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats", "--block"]
     sessions = []
@@ -81,6 +84,7 @@ def two_raylets(tmp_path):
         for session in sessions:
             kill_session(session)
         os.environ.pop("RAY_AUTH_MODE", None)
+        os.environ.pop("RAY_AUTH_TOKEN", None)
     assert not any(session_pids(s) for s in sessions)
 
 
