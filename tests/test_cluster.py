@@ -141,6 +141,22 @@ def _raylet_pids(node_manager_port: int) -> list[int]:
     return pids
 
 
+def _node_pids(raylets: list[int]) -> list[int]:
+    """The raylets and every process below them (a node's workers), children first."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], list(raylets)
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in found]
+        found = children + found
+        frontier = children
+    return found + list(raylets)
+
+
 def test_trial_on_a_dying_worker_is_retried_on_the_other_node(tmp_path, tiny_root, two_raylets):
     address, worker_port, nodes = two_raylets
     worker = nodes[worker_port]
@@ -156,8 +172,11 @@ def test_trial_on_a_dying_worker_is_retried_on_the_other_node(tmp_path, tiny_roo
         time.sleep(0.3)
     assert on_worker, "no trial ran on the worker"
     unfinished = on_worker - {r["config"]["key"] for r in _finals(tmp_path, "lossy")}
-    for pid in _raylet_pids(worker_port):
-        os.kill(pid, signal.SIGKILL)
+    for pid in _node_pids(_raylet_pids(worker_port)):  # the node dies: its raylet and the workers it started
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-4000:]
     client, runs = _runs(tmp_path)

@@ -55,7 +55,14 @@ def _sweep(tmp_path, tiny_root, *extra, env=None, name="t", hooks=(), expect=0):
 
 
 def _tune_results(path):
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Rows of a trial's result.json; a last line Tune is still writing is skipped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def _runs(tmp_path, uri=None):
