@@ -22,7 +22,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from segclass.errors import TrackingStoreError
 from segclass.grid import GridPoint
@@ -57,6 +57,17 @@ def epoch_scalars(metrics: dict[str, Any]) -> dict[str, float]:
     """The per-epoch metrics MLflow records at step = epoch."""
     return {k: v for k, v in scalar_metrics(metrics).items()
             if k.startswith(EPOCH_METRIC_PREFIXES) or k in EPOCH_METRIC_KEYS}
+
+
+def iter_runs(client: Any, experiment_id: str, filter_string: str = "") -> Iterator[Any]:
+    """Every run of an experiment matching `filter_string`, page after page (MLflow returns 1,000 at most)."""
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def default_tracking_uri(results: Path) -> str:

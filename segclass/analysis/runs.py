@@ -15,7 +15,7 @@ import pandas as pd
 from segclass.errors import TrackingStoreError
 from segclass.grid import GridPoint
 from segclass.schema import (FINAL_PREFIX, IDENTITY_TAG, KEY_TAG, SETTINGS_TAG, SWEEP_TAG, check_run_is_current,
-                             identity_columns)
+                             identity_columns, iter_runs)
 
 RUN_COLUMNS = ["experiment", "run_id", "run_name", "study", "dataset", "mode", "x", "seed", "variant", "budget",
                "identity", "settings", "sweep", "epochs"]
@@ -32,36 +32,29 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
         experiments = [e for e in experiments if e.name == experiment]
     records, run_settings = [], {}
     for exp in experiments:
-        token = None
-        while True:
-            page = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                                      max_results=1000, page_token=token)
-            for run in page:
-                tags = run.data.tags
-                if not tags.get(KEY_TAG):
-                    continue
-                check_run_is_current(tags, tracking_uri)
-                point = GridPoint.from_key(tags[KEY_TAG])
-                params = run.data.params
-                if dataset and point.dataset != dataset or sweep and tags.get(SWEEP_TAG) != sweep:
-                    continue
-                if settings and not tags.get(SETTINGS_TAG, "").startswith(settings):
-                    continue
-                if epochs is not None and params.get("epochs") != str(epochs):
-                    continue
-                record = {"experiment": exp.name, "run_id": run.info.run_id, "run_name": run.info.run_name,
-                          "study": point.study, "dataset": point.dataset, "mode": point.mode,
-                          "x": round(point.fraction * 100, 4), "seed": point.seed, "variant": point.variant,
-                          "budget": point.budget, "identity": tags[IDENTITY_TAG], "settings": tags[SETTINGS_TAG],
-                          "sweep": tags.get(SWEEP_TAG, ""), "epochs": int(params.get("epochs", 0)),
-                          "end_time": run.info.end_time, "artifact_uri": run.info.artifact_uri}
-                record.update({k[len(FINAL_PREFIX):]: v for k, v in run.data.metrics.items()
-                               if k.startswith(FINAL_PREFIX)})
-                records.append(record)
-                run_settings.setdefault((point.dataset, tags[SETTINGS_TAG]), identity_columns(params))
-            token = page.token
-            if not token:
-                break
+        for run in iter_runs(client, exp.experiment_id, "attributes.status = 'FINISHED'"):
+            tags = run.data.tags
+            if not tags.get(KEY_TAG):
+                continue
+            check_run_is_current(tags, tracking_uri)
+            point = GridPoint.from_key(tags[KEY_TAG])
+            params = run.data.params
+            if dataset and point.dataset != dataset or sweep and tags.get(SWEEP_TAG) != sweep:
+                continue
+            if settings and not tags.get(SETTINGS_TAG, "").startswith(settings):
+                continue
+            if epochs is not None and params.get("epochs") != str(epochs):
+                continue
+            record = {"experiment": exp.name, "run_id": run.info.run_id, "run_name": run.info.run_name,
+                      "study": point.study, "dataset": point.dataset, "mode": point.mode,
+                      "x": round(point.fraction * 100, 4), "seed": point.seed, "variant": point.variant,
+                      "budget": point.budget, "identity": tags[IDENTITY_TAG], "settings": tags[SETTINGS_TAG],
+                      "sweep": tags.get(SWEEP_TAG, ""), "epochs": int(params.get("epochs", 0)),
+                      "end_time": run.info.end_time, "artifact_uri": run.info.artifact_uri}
+            record.update({k[len(FINAL_PREFIX):]: v for k, v in run.data.metrics.items()
+                           if k.startswith(FINAL_PREFIX)})
+            records.append(record)
+            run_settings.setdefault((point.dataset, tags[SETTINGS_TAG]), identity_columns(params))
     frame = pd.DataFrame.from_records(records, columns=None if records else RUN_COLUMNS)
     if not frame.empty:  # two sweeps that trained one identity at once: the same experiment counts once
         frame = frame.sort_values("end_time", kind="stable").drop_duplicates("identity").reset_index(drop=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from segclass.schema import (FINAL_METRIC_PREFIXES, FINAL_PREFIX, FINISHED, IDENTITY_TAG, SUPERSEDED_TAG,
-                             TrialIdentity, check_run_is_current, experiment_name, scalar_metrics)
+                             TrialIdentity, check_run_is_current, experiment_name, iter_runs, scalar_metrics)
 
 log = logging.getLogger(__name__)
 #: MLflow's log_batch takes at most 1,000 metrics per call.
@@ -73,22 +73,12 @@ class Tracker:
                 raise
             return existing.experiment_id
 
-    def _all_runs(self, experiment_id: str, filter_string: str = ""):
-        token = None
-        while True:
-            page = self.client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
-                                           page_token=token)
-            yield from page
-            token = page.token
-            if not token:
-                return
-
     def finished_identities(self, identities: list[TrialIdentity]) -> set[str]:
         """Digests of the identities that already have a finished run (refusing stores of old segclass)."""
         wanted = {i.digest for i in identities}
         finished, index = set(), {}
         for experiment in sorted({self.experiment_id(i) for i in identities}):
-            for run in self._all_runs(experiment):
+            for run in iter_runs(self.client, experiment):
                 check_run_is_current(run.data.tags, self.tracking_uri)
                 digest = run.data.tags.get(IDENTITY_TAG)
                 if digest in wanted:
@@ -116,7 +106,7 @@ class Tracker:
         if self._index is not None:  # the runs known at the driver's start, plus those it made
             runs = [self.client.get_run(run_id) for run_id in self._index.get(digest, [])]
         else:
-            runs = list(self._all_runs(self.experiment_id(identity), f"tags.`{IDENTITY_TAG}` = '{digest}'"))
+            runs = list(iter_runs(self.client, self.experiment_id(identity), f"tags.`{IDENTITY_TAG}` = '{digest}'"))
         finished = [r for r in runs if r.info.status == FINISHED]
         open_runs = [r for r in runs if r.info.status != FINISHED and SUPERSEDED_TAG not in r.data.tags]
         run_id, superseded = None, []
