@@ -166,9 +166,10 @@ def test_trial_on_a_dying_worker_is_retried_on_the_other_node(tmp_path, tiny_roo
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     on_worker = set()
-    while time.time() < deadline and not on_worker:  # a trial has reported an epoch from the worker
-        on_worker = {r["config"]["key"] for r in _rows(tmp_path, "lossy")
-                     if r.get("node_id") == worker and not r.get("final")}
+    while time.time() < deadline and not on_worker:  # a trial has reported an epoch from the worker, not finished
+        rows = _rows(tmp_path, "lossy")
+        on_worker = ({r["config"]["key"] for r in rows if r.get("node_id") == worker and not r.get("final")}
+                     - {r["config"]["key"] for r in rows if r.get("final")})
         time.sleep(0.3)
     assert on_worker, "no trial ran on the worker"
     unfinished = on_worker - {r["config"]["key"] for r in _finals(tmp_path, "lossy")}
