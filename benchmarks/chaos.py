@@ -146,7 +146,7 @@ def audit(work: Path, seeds: int, epochs: int, ledger: Path) -> dict:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")]
         if steps != list(range(1, epochs + 1)):
             problems.append(f"{run.info.run_name}: history epochs {steps}")
-    trained = Counter(tuple(line.rsplit(" ", 1)) for line in ledger_lines(ledger))
+    trained = Counter(tuple(line.split(" ")[:2]) for line in ledger_lines(ledger))
     twice = {k: n for k, n in trained.items() if n > 1}
     problems += [f"{key} epoch {epoch} trained {n} times" for (key, epoch), n in twice.items()]
     resumed = set()

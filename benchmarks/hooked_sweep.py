@@ -4,8 +4,9 @@
 
 - `--slow-epoch S`: each trial sleeps S seconds after every epoch (widens windows for kills).
 - `--fault-once DIR`: each trial raises once after its first epoch (a marker file per grid point in DIR).
-- `--ledger FILE`: each trial appends "<grid key> <epoch>" after every epoch it trained, so a checker can
-  count the epochs actually trained (a replayed or resumed epoch is not trained again and not written).
+- `--ledger FILE`: each trial appends "<grid key> <epoch> <Ray node id>" after every epoch it trained, so a
+  checker can count the epochs actually trained (a replayed or resumed epoch is not trained again and not
+  written) and see, while the sweep runs, where each trial is training (Tune's result files are buffered).
 
 Production sweeps run none of this: the hook is a function this script hands to `run_sweep`; it is
 defined in `__main__`, so Ray ships it to the workers by value.
@@ -26,8 +27,10 @@ sys.path.insert(0, str(ROOT / "sweeps"))
 def make_hook(slow_epoch: float, fault_dir: str | None, ledger: str | None):
     def epoch_hook(point, epoch: int) -> None:
         if ledger:
+            import ray
+
             with open(ledger, "a") as file:
-                file.write(f"{point.key} {epoch}\n")
+                file.write(f"{point.key} {epoch} {ray.get_runtime_context().get_node_id()}\n")
         if slow_epoch:
             time.sleep(slow_epoch)
         if fault_dir:
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=HelpFormatter)
     parser.add_argument("--slow-epoch", type=float, default=0.0, help="seconds each trial sleeps after an epoch")
     parser.add_argument("--fault-once", default=None, help="folder of markers: each trial fails once after epoch 1")
-    parser.add_argument("--ledger", default=None, help="file each trial appends '<grid key> <epoch>' to per epoch")
+    parser.add_argument("--ledger", default=None, help="file each trial appends '<grid key> <epoch> <node id>' to per epoch")
     args = parser.parse_args(argv[:split])
     import full_grid
 
