@@ -29,7 +29,8 @@ from segclass.grid import GridPoint
 
 #: Bump when a code change alters what a trial computes (metrics, weights), so
 #: runs of the old code are not counted as finished for the new one.
-RESULT_VERSION = 2
+#: 3: S+C keeps N - floor(sN) classification patches (the Fig. 5 caption), not floor((1 - s)N).
+RESULT_VERSION = 3
 
 KEY_TAG = "segclass.grid_key"
 IDENTITY_TAG = "segclass.identity"

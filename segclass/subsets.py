@@ -57,6 +57,7 @@ def patch_fractions(mode: str, seg_fraction: float, cls_fraction: float) -> tupl
 
     Segmentation study (paper 3.3): S = (s, 0), S+C = (s, 1 - s), S+C* = (s, 1).
     Classification study: S2+C2 = (1 - 2c, c), S2+C2* = (1 - 2c, 0.5), S2*+C2 = (1, c).
+    Counts are taken by `patch_counts`, which rounds the way the Fig. 5 caption does.
     """
     s, c = seg_fraction, cls_fraction
     table = {
@@ -70,13 +71,28 @@ def patch_fractions(mode: str, seg_fraction: float, cls_fraction: float) -> tupl
     return table[mode]
 
 
+def patch_counts(mode: str, seg_fraction: float, cls_fraction: float, seg_total: int, cls_total: int) -> tuple[int, int]:
+    """(segmentation patches, classification patches) a trial of `mode` trains on.
+
+    Every count is floor(fraction x total), except S+C's classification count:
+    the patches its s% of segmentation patches "replace" are floor(s x N), so
+    it keeps N - floor(s x N), as the Fig. 5 caption counts (Gleason2019 at
+    s = 1%: 1774 - 17 = 1757, where floor(0.99 x 1774) would give 1756).
+    """
+    seg, cls = patch_fractions(mode, seg_fraction, cls_fraction)
+    if mode == "S+C":
+        return subset_size(seg, seg_total), cls_total - subset_size(seg_fraction, cls_total)
+    return subset_size(seg, seg_total), subset_size(cls, cls_total)
+
+
 def select_trial_patches(config: TrainConfig, seg_strata: np.ndarray, cls_labels: np.ndarray) -> TrialPatches:
     """Segmentation and classification patch indices of the trial `config` describes."""
-    seg_fraction, cls_fraction = patch_fractions(config.mode, config.seg_fraction, config.cls_fraction)
-    seg_order = stratified_order(seg_strata, config.seed, _SEG_STREAM)
-    seg = np.sort(seg_order[: subset_size(seg_fraction, len(seg_order))])
-
     total_cls = len(cls_labels)
+    seg_count, cls_count = patch_counts(config.mode, config.seg_fraction, config.cls_fraction, len(seg_strata),
+                                        total_cls)
+    seg_order = stratified_order(seg_strata, config.seed, _SEG_STREAM)
+    seg = np.sort(seg_order[:seg_count])
+
     holdout = np.empty(0, dtype=np.int64)
     pool = np.arange(total_cls)
     if config.study == "classification":
@@ -85,6 +101,5 @@ def select_trial_patches(config: TrainConfig, seg_strata: np.ndarray, cls_labels
         holdout = np.sort(holdout_order[: total_cls - total_cls // 2])
         pool = np.sort(holdout_order[total_cls - total_cls // 2 :])
     cls_order = pool[stratified_order(cls_labels[pool], config.seed, _CLS_STREAM)]
-    count = min(len(pool), subset_size(cls_fraction, total_cls))
-    cls = np.sort(cls_order[:count])
+    cls = np.sort(cls_order[: min(len(pool), cls_count)])
     return TrialPatches(seg=seg, cls=cls, cls_holdout=holdout, cls_pool=len(pool))

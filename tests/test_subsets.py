@@ -2,14 +2,39 @@ import numpy as np
 import pytest
 
 from segclass.config import TrainConfig
-from segclass.subsets import patch_fractions, select_trial_patches, stratified_order, subset_size
+from segclass.subsets import patch_counts, patch_fractions, select_trial_patches, stratified_order
 
 
-def test_counts_follow_fig5_caption():
-    seg = [subset_size(s / 100, 615) for s in (0, 1, 2.5, 5, 7.5, 10, 15, 20, 25, 30, 40, 50, 75, 100)]
-    assert seg == [0, 6, 15, 30, 46, 61, 92, 123, 153, 184, 246, 307, 461, 615]
-    cls = [subset_size(1 - s / 100, 400) for s in (0, 1, 2.5, 5, 7.5, 10, 15, 20, 25, 30, 40, 50, 75, 100)]
-    assert cls == [400, 396, 390, 380, 370, 360, 340, 320, 300, 280, 240, 200, 100, 0]
+S_VALUES = (0, 1, 2.5, 5, 7.5, 10, 15, 20, 25, 30, 40, 50, 75, 100)
+#: Fig. 5 caption, every count: (segmentation patches N_seg, classification patches N_cls) -> per s value
+#: (segmentation-level count, patch-level count in S+C).
+FIG5_CAPTION = {
+    "BACH": ((615, 400),
+             [0, 6, 15, 30, 46, 61, 92, 123, 153, 184, 246, 307, 461, 615],
+             [400, 396, 390, 380, 370, 360, 340, 320, 300, 280, 240, 200, 100, 0]),
+    "Gleason2019": ((1274, 1774),
+                    [0, 12, 31, 63, 95, 127, 191, 254, 318, 382, 509, 637, 955, 1274],
+                    [1774, 1757, 1730, 1686, 1641, 1597, 1508, 1420, 1331, 1242, 1065, 887, 444, 0]),
+    "DigestPath2019": ((1630, 1764),
+                       [0, 16, 40, 81, 122, 163, 244, 326, 407, 489, 652, 815, 1222, 1630],
+                       [1764, 1747, 1720, 1676, 1632, 1588, 1500, 1412, 1323, 1235, 1059, 882, 441, 0]),
+}
+
+
+@pytest.mark.parametrize("dataset", FIG5_CAPTION)
+def test_counts_follow_fig5_caption(dataset):
+    (n_seg, n_cls), seg_counts, cls_counts = FIG5_CAPTION[dataset]
+    assert [patch_counts("S+C", s / 100, 0.0, n_seg, n_cls) for s in S_VALUES] == list(zip(seg_counts, cls_counts))
+    assert [patch_counts("S", s / 100, 0.0, n_seg, n_cls) for s in S_VALUES] == [(k, 0) for k in seg_counts]
+    assert [patch_counts("S+C*", s / 100, 0.0, n_seg, n_cls) for s in S_VALUES] == [(k, n_cls) for k in seg_counts]
+
+
+def test_trial_patches_have_the_caption_counts():
+    (n_seg, n_cls), seg_counts, cls_counts = FIG5_CAPTION["Gleason2019"]
+    seg_labels, cls_labels = np.arange(n_seg) % 4, np.arange(n_cls) % 4
+    for s, seg_count, cls_count in zip(S_VALUES, seg_counts, cls_counts):
+        trial = select_trial_patches(TrainConfig(mode="S+C", seg_fraction=s / 100), seg_labels, cls_labels)
+        assert (len(trial.seg), len(trial.cls)) == (seg_count, cls_count)
 
 
 def test_order_is_a_stratified_permutation():
