@@ -151,6 +151,10 @@ def test_figures_are_valid_png_and_svg_with_expected_panels(report_dir):
         assert image.format == "PNG"
     index = (report_dir / "index.md").read_text()
     assert "fig5_synthetic_paper_paper.png" in index and "table_d5_segmentation" in index
+    comparison = figures / "comparison_synthetic_paper.svg"  # every arm in raw values: the first figure
+    assert index.index("comparison_synthetic_paper.png") < index.index("fig5_synthetic_paper_paper.png")
+    svg_text = comparison.read_text()  # matplotlib writes each text as a comment above its glyphs
+    assert "S+C (paper head)" in svg_text and "test macro F1 (%)" in svg_text
 
 
 def test_paper_numbers_transcribed():
@@ -201,6 +205,8 @@ def test_default_view_and_variant_comparison(tmp_path):
                                   ("released-code", "paper", 1, 0.7), ("paper", "equal", 1, 0.5))])
     summary = summarize(runs, SEG_METRICS)
     assert set(default_view(summary)["variant"]) == {"paper"} and set(default_view(summary)["budget"]) == {"paper"}
+    equal_only = summary[summary["budget"] == "equal"]  # a sweep of the equal budget only (the quick preset)
+    assert set(default_view(equal_only)["budget"]) == {"equal"} and len(default_view(equal_only))
     table = comparison_table(summary, planned_seeds=2)
     row = table[table["metric"] == "macro_f1"].iloc[0]
     assert list(table.columns[4:]) == ["paper / paper", "paper / equal", "released-code / paper"]

@@ -1,5 +1,9 @@
-"""Normalized curves as in Figs. 5 and 6: performance relative to the full-data reference.
+"""Curves: the comparison of all arms in raw values, and normalized curves as in Figs. 5 and 6.
 
+The comparison figure (`plot_arms`, the report's first figure) puts every
+mode and variant of one dataset and budget on one pair of axes in raw test F1,
+so S, S+C, S+C* and each classification-head variant can be read against each
+other and against S at s = 100% directly.
 Fig. 5: each metric divided by the mean of S at s = 100% (segmentation patches
 only, the paper's reference), one line per mode, mean markers with a ±std band.
 Fig. 6: accuracy divided by S2+C2 at c = 50% (classification patches only).
@@ -18,6 +22,55 @@ from segclass.analysis.figures import save_figure
 MODE_STYLE = {"S": ("tab:red", "x"), "S+C": ("tab:blue", "o"), "S+C*": ("tab:green", "s"),
               "S2+C2": ("tab:blue", "o"), "S2+C2*": ("tab:green", "s"), "S2*+C2": ("tab:red", "x")}
 METRIC_LABEL = {"macro_f1": "macro F1", "paper_micro_f1": "paper-micro F1", "accuracy": "accuracy"}
+#: Line styles of classification-head variants in the comparison figure (other variants: dash-dot).
+VARIANT_LINE = {"paper": "-", "released-code": "--"}
+
+
+def arm_label(mode: str, variant: str) -> str:
+    """'S' for segmentation-only modes (no classification head), else 'S+C (released-code head)'."""
+    if mode == "S":
+        return mode
+    return f"{mode} ({variant} head)"
+
+
+def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Path,
+              subtitle: str = "") -> list[Path]:
+    """One figure per (dataset, budget): raw mean ± std (percent) per (mode, variant) against x.
+
+    S does not use the classification head, so only its `paper`-variant runs
+    are drawn; every other mode gets one line per variant.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for (dataset, budget), frame in summary.groupby(["dataset", "budget"]):
+        figure, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 4.2), squeeze=False)
+        seeds = int(frame["n"].max()) if len(frame) else 0
+        for axis, metric in zip(axes[0], metrics):
+            part_metric = frame[frame["metric"] == metric]
+            for (mode, variant), part in part_metric.groupby(["mode", "variant"], sort=False):
+                if mode == "S" and variant != "paper":
+                    continue
+                part = part.sort_values("x")
+                color, marker = MODE_STYLE.get(mode, (None, "o"))
+                x, y, s = part["x"].to_numpy(), part["mean"].to_numpy(), part["std"].to_numpy()
+                axis.plot(x, y, marker=marker, color=color, linestyle=VARIANT_LINE.get(variant, "-."),
+                          label=arm_label(mode, variant))
+                axis.fill_between(x, y - s, y + s, color=color, alpha=0.12)
+            axis.set_xscale("symlog", linthresh=1.0)
+            axis.set_xlabel(x_label)
+            axis.set_ylabel(f"test {METRIC_LABEL.get(metric, metric)} (%)")
+            axis.set_title(METRIC_LABEL.get(metric, metric))
+            axis.grid(alpha=0.3)
+            if axis.has_data():
+                axis.legend(fontsize=8)
+        title = f"{dataset}, budget {budget}: test F1 against s, mean ± std over {seeds} seed(s)"
+        figure.suptitle(title + (f"\n{subtitle}" if subtitle else ""))
+        paths += save_figure(figure, stem.with_name(f"{stem.name}_{dataset}_{budget}"))
+    return paths
 
 
 def normalize(summary: pd.DataFrame, reference_mode: str, reference_x: float) -> pd.DataFrame:

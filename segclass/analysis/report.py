@@ -56,7 +56,7 @@ def build_tables(runs: pd.DataFrame, options: ReportOptions) -> tuple[list[Path]
         xs = [float(c) for c in everything.columns if c not in ("dataset", "variant", "budget", "mode", "metric")]
         paper_view = tables.wide_table(tables.default_view(summary), xs, planned,
                                        ["dataset", "variant", "budget", "mode", "metric"])
-        files += tables.write_table(paper_view, out / name, f"{what}. Variant paper, budget paper.")
+        files += tables.write_table(paper_view, out / name, f"{what}. {tables.default_view_name(summary)}.")
         files += tables.write_table(everything, out / f"{name}_all", f"{what}. Every variant and budget.")
         files += tables.write_table(tables.comparison_table(summary, planned), out / f"{name}_comparison",
                                     f"{what}. Variants and budgets side by side at each value.")
@@ -70,6 +70,8 @@ def build_curves(seg_summary: pd.DataFrame, cls_summary: pd.DataFrame, options: 
     paper = paper_results() if options.with_paper else pd.DataFrame()
     files = []
     if not seg_summary.empty:
+        files += curves.plot_arms(seg_summary, ["macro_f1", "paper_micro_f1"], "s (% of segmentation patches)",
+                                  out / "comparison")
         ours = curves.normalize(seg_summary, "S", 100.0)
         theirs = _paper_normalized(paper, "D.5", "S", 100.0)
         files += curves.plot_curves(ours, ["macro_f1", "paper_micro_f1"], "Fig. 5, relative to S at s = 100%",

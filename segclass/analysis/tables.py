@@ -89,10 +89,18 @@ def comparison_table(summary: pd.DataFrame, planned_seeds: int) -> pd.DataFrame:
 
 
 def default_view(summary: pd.DataFrame) -> pd.DataFrame:
-    """The paper's setting only: variant `paper`, budget `paper`."""
+    """Variant `paper` at the paper's budget, or at `equal` for a sweep that ran only that (the quick preset)."""
     if summary.empty:
         return summary
-    return summary[(summary["variant"] == "paper") & (summary["budget"] == "paper")]
+    paper = summary[summary["variant"] == "paper"]
+    budget = "paper" if (paper["budget"] == "paper").any() else "equal"
+    return paper[paper["budget"] == budget]
+
+
+def default_view_name(summary: pd.DataFrame) -> str:
+    """What `default_view` shows, in words."""
+    view = default_view(summary)
+    return f"Variant paper, budget {view['budget'].iloc[0] if len(view) else 'paper'}"
 
 
 def _present(summary: pd.DataFrame, grid: tuple[float, ...]) -> list[float]:
