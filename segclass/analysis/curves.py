@@ -33,6 +33,18 @@ def arm_label(mode: str, variant: str) -> str:
     return f"{mode} ({variant} head)"
 
 
+def _x_axis(axis, xs, label: str) -> None:
+    """symlog x (s = 0 fits) with a tick at each value the runs have, written as the paper writes s."""
+    from matplotlib.ticker import NullLocator
+
+    axis.set_xscale("symlog", linthresh=1.0)
+    values = sorted({float(x) for x in xs})
+    if values:
+        axis.set_xticks(values, [f"{x:g}" for x in values])
+        axis.xaxis.set_minor_locator(NullLocator())
+    axis.set_xlabel(label)
+
+
 def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Path,
               subtitle: str = "") -> list[Path]:
     """One figure per (dataset, budget): raw mean ± std (percent) per (mode, variant) against x.
@@ -60,8 +72,7 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
                 axis.plot(x, y, marker=marker, color=color, linestyle=VARIANT_LINE.get(variant, "-."),
                           label=arm_label(mode, variant))
                 axis.fill_between(x, y - s, y + s, color=color, alpha=0.12)
-            axis.set_xscale("symlog", linthresh=1.0)
-            axis.set_xlabel(x_label)
+            _x_axis(axis, part_metric["x"], x_label)
             axis.set_ylabel(f"test {METRIC_LABEL.get(metric, metric)} (%)")
             axis.set_title(METRIC_LABEL.get(metric, metric))
             axis.grid(alpha=0.3)
@@ -113,9 +124,8 @@ def plot_curves(normalized: pd.DataFrame, metrics: list[str], title: str, x_labe
                     if len(theirs):
                         axis.plot(theirs["x"], theirs["rel_mean"], linestyle="--", marker=marker, color=color,
                                   alpha=0.6, label=f"{mode} (paper)")
-            axis.set_xscale("symlog", linthresh=1.0)
+            _x_axis(axis, frame[frame["metric"] == metric]["x"], x_label)
             axis.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
-            axis.set_xlabel(x_label)
             axis.set_ylabel(f"{METRIC_LABEL.get(metric, metric)} / reference")
             axis.set_title(METRIC_LABEL.get(metric, metric))
             axis.grid(alpha=0.3)
