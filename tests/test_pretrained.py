@@ -19,7 +19,7 @@ from torchvision.models import resnet18
 
 from segclass.config import ModelConfig
 from segclass.errors import PretrainedWeightsError
-from segclass.grid import GridPoint
+from segclass.grid import GridPoint, get_preset
 from segclass.model import build_model, resolve_pretrained
 from segclass.model.encoder import IMAGENET_WEIGHTS
 from segclass.schema import IMAGENET_INIT, RANDOM_INIT, TrialIdentity
@@ -102,9 +102,26 @@ def test_the_init_is_part_of_a_trials_identity(torch_home):
     assert with_random.params(random.name)["pretrained"] == RANDOM_INIT
 
 
+def test_presets_name_their_init():
+    paper = get_preset("paper")
+    assert paper.pretrained == "imagenet" and "ImageNet" in paper.description
+    assert get_preset("quick").pretrained == get_preset("smoke").pretrained == "none"  # they must run offline
+
+
 def _run(tmp_path, *command):
     return subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_offline_paper_sweep_fails_before_ray_and_writes_nothing(torch_home, tmp_path):
+    result = _run(tmp_path, str(ROOT / "sweeps" / "full_grid.py"), "--preset", "paper", "--results",
+                  str(tmp_path / "results"), "--storage", str(tmp_path / "tune"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot download torchvision's ImageNet ResNet-18 weights")
+    assert str(_cache_file(torch_home)) in last and "--pretrained none" in last
+    assert "Traceback" not in result.stderr and "Ray" not in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists() and not (tmp_path / "tune").exists()
 
 
 def test_offline_one_trial_cli_fails_in_one_line(torch_home, tmp_path):
