@@ -39,8 +39,12 @@ def normalize(summary: pd.DataFrame, reference_mode: str, reference_x: float) ->
 
 
 def plot_curves(normalized: pd.DataFrame, metrics: list[str], title: str, x_label: str,
-                stem: Path, paper: pd.DataFrame | None = None) -> list[Path]:
-    """One figure per (dataset, variant, budget): a panel per metric, a line per mode."""
+                stem: Path, paper: pd.DataFrame | None = None, inits: dict[str, str] | None = None) -> list[Path]:
+    """One figure per (dataset, variant, budget): a panel per metric, a line per mode.
+
+    `inits` (dataset -> encoder init) puts the init under the title: curves of
+    random-init runs are not the paper's experiment.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,6 +71,7 @@ def plot_curves(normalized: pd.DataFrame, metrics: list[str], title: str, x_labe
             axis.set_title(METRIC_LABEL.get(metric, metric))
             axis.grid(alpha=0.3)
             axis.legend(fontsize=8)
-        figure.suptitle(f"{title}: {dataset} (variant {variant}, budget {budget})")
+        init = f"\ninit: {inits[dataset]}" if inits and dataset in inits else ""
+        figure.suptitle(f"{title}: {dataset} (variant {variant}, budget {budget}){init}")
         paths += save_figure(figure, stem.with_name(f"{stem.name}_{dataset}_{variant}_{budget}"))
     return paths
