@@ -10,14 +10,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segclass.analysis.cli import options, parser, run  # noqa: E402
 from segclass.analysis.report import build_curves, build_tables, select_runs  # noqa: E402
+from segclass.analysis.runs import init_labels  # noqa: E402
 
 
 def main(argv=None) -> int:
     opts = options(parser(__doc__).parse_args(argv))
 
     def body() -> int:
-        _, seg_summary, cls_summary = build_tables(select_runs(opts), opts)
-        print("\n".join(str(f) for f in build_curves(seg_summary, cls_summary, opts)))
+        runs = select_runs(opts)
+        _, seg_summary, cls_summary = build_tables(runs, opts)
+        print("\n".join(str(f) for f in build_curves(seg_summary, cls_summary, opts, init_labels(runs))))
         return 0
 
     return run(body)

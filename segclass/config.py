@@ -61,7 +61,7 @@ class TrainConfig:
     eval_stride: int = 64  # sliding-window stride for whole-image evaluation (patch 128)
     patch_size: int = 128  # training patch side in pixels (paper App. B)
     augment: bool = True  # random 90-degree rotations + mild colour jitter
-    pretrained: str | None = None  # local torchvision resnet18 state dict, or None
+    pretrained: str | None = None  # encoder init: 'imagenet', a resnet18 state dict file, or None/'none' (random)
     holdout_seed: int = 0  # fixes the classification-study held-out half, same for all trials
 
     def __post_init__(self) -> None:

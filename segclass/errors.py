@@ -12,7 +12,7 @@ class SegclassError(Exception):
 
 
 class PretrainedWeightsError(SegclassError):
-    """A pretrained-weights file is missing, unreadable or does not fit the encoder."""
+    """Pretrained weights cannot be downloaded, or their file is missing, unreadable or does not fit the encoder."""
 
 
 class CheckpointError(SegclassError):

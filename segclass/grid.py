@@ -95,6 +95,9 @@ class Preset:
     #: epochs between trial checkpoints: each one is ~34 MB (weights + Adam state),
     #: so the paper grid (1,170 trials x 100 epochs) checkpoints every 5th epoch
     checkpoint_every: int = 1
+    #: encoder init, a `--pretrained` value: "imagenet" (the paper's; downloaded once, see README) or "none"
+    #: (random init, so the preset runs offline)
+    pretrained: str = "none"
 
     def points(self) -> list[GridPoint]:
         return expand(self)
@@ -103,13 +106,16 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper",
-        description="the paper's full grids (both studies, 14 s and 12 c values, 5 seeds), 100 epochs; for a GPU cluster",
-        epochs=100, studies=STUDIES, checkpoint_every=5,
+        description="the paper's full grids (both studies, 14 s and 12 c values, 5 seeds), 100 epochs, encoder "
+                    "initialised with torchvision's ImageNet weights as in the paper (downloaded once; offline, "
+                    "the error says where to put the file); for a GPU cluster",
+        epochs=100, studies=STUDIES, checkpoint_every=5, pretrained="imagenet",
     ),
     "quick": Preset(
         name="quick",
         description="synthetic data, S / S+C / S+C* at s = 5, 10, 25, 100%, 2 seeds, plus the released-code "
-                    "variant and the equal budget at s = 5%; about 13 minutes on a 2-core machine",
+                    "variant and the equal budget at s = 5%; random init (runs offline); about 13 minutes on a "
+                    "2-core machine",
         epochs=5, seg_fractions=(0.05, 0.10, 0.25, 1.0), seeds=(1, 2),
         extra_arms=(("S+C", 0.05, "released-code", "paper"), ("S+C*", 0.05, "released-code", "paper"),
                     ("S", 0.05, "paper", "equal"), ("S+C", 0.05, "paper", "equal"),
@@ -117,7 +123,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "smoke": Preset(
         name="smoke",
-        description="a handful of trials for 1 epoch, for tests and a first try (a few minutes)",
+        description="a handful of trials for 1 epoch, random init, for tests and a first try (a few minutes)",
         epochs=1, seg_modes=("S", "S+C"), seg_fractions=(0.25, 1.0), seeds=(1,),
     ),
 }

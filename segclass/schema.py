@@ -45,7 +45,9 @@ EPOCH_METRIC_KEYS = ("epoch", "images_per_second", "epoch_seconds", "train_secon
 FINAL_METRIC_PREFIXES = ("test_", "holdout_", "val_best", "best_epoch", "images_per_second", "n_")
 #: Training settings of a TrainConfig that are part of a grid point, not of the settings.
 _POINT_FIELDS = ("dataset", "mode", "seg_fraction", "cls_fraction", "seed", "variant", "budget", "pretrained")
+#: The `pretrained` param of a run: one of these, or the name of the weights file it started from.
 RANDOM_INIT = "none (random init)"
+IMAGENET_INIT = "imagenet (torchvision IMAGENET1K_V1)"
 
 
 def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -46,8 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="training epochs (the paper used 100)")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="patches of each kind per iteration")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate")
-    parser.add_argument("--pretrained", default=None,
-                        help="local file with a torchvision resnet18 state dict for the encoder; omitted = random init")
+    parser.add_argument("--pretrained", default=None, metavar="imagenet|none|PATH",
+                        help="encoder init: 'imagenet' = torchvision's ImageNet ResNet-18 weights (IMAGENET1K_V1, the "
+                             "paper's; downloaded once into torch's hub cache; offline, the error says where to put "
+                             "the file); 'none' = random init; or PATH of a local torchvision resnet18 state dict. "
+                             "Omitted: random init, said loudly in the log")
     parser.add_argument("--run-dir", default=None,
                         help="folder for the per-epoch checkpoint; an existing checkpoint there is resumed")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     from segclass.data import load_dataset
+    from segclass.model import resolve_pretrained
     from segclass.trainer import train
 
     try:
@@ -69,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, variant=args.variant, budget=args.budget, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, pretrained=args.pretrained,
         )
+        weights = resolve_pretrained(args.pretrained, progress=not args.quiet)  # before the data: fail fast
         data = load_dataset(args.dataset, args.data_root)
-        report = train(config, data, run_dir=args.run_dir, device=args.device)
+        report = train(config, data, run_dir=args.run_dir, device=args.device, pretrained_state=weights.state)
+        report["pretrained_sha256"] = weights.sha256
     except SegclassError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -33,8 +33,7 @@ from segclass.data.arrays import DatasetArrays
 from segclass.errors import CheckpointError, TrainingError
 from segclass.evaluation import evaluate_images, evaluate_patches
 from segclass.losses import class_weights, weighted_pixel_loss
-from segclass.model import SegClassNet, build_model
-from segclass.schema import RANDOM_INIT
+from segclass.model import SegClassNet, build_model, pretrained_name
 from segclass.subsets import TrialPatches, patch_fractions, select_trial_patches
 
 log = logging.getLogger(__name__)
@@ -205,8 +204,8 @@ def train(
     interrupted trial ends with exactly the weights of an uninterrupted one;
     `on_resume(history)` then sees the epochs the checkpoint already holds.
     Each epoch's metrics say whether a checkpoint was written (`checkpointed`).
-    `pretrained_state` (a state dict read once by the caller) replaces reading
-    `config.pretrained` from disk.
+    `pretrained_state` (a state dict the caller resolved once) replaces
+    resolving `config.pretrained` here.
     """
     data.validate()
     check_patches_available(config, data)
@@ -221,9 +220,10 @@ def train(
         model = model.to(target)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     log.info(
-        "trial %s mode=%s s=%g c=%g seed=%d variant=%s budget=%s: %d seg + %d cls patches, %d iterations/epoch on %s",
-        data.name, config.mode, config.seg_fraction, config.cls_fraction, config.seed, config.variant,
-        config.budget, len(trial.seg), len(trial.cls), iterations, target,
+        "trial %s mode=%s s=%g c=%g seed=%d variant=%s budget=%s init=%s: %d seg + %d cls patches, "
+        "%d iterations/epoch on %s", data.name, config.mode, config.seg_fraction, config.cls_fraction, config.seed,
+        config.variant, config.budget, pretrained_name(config.pretrained), len(trial.seg), len(trial.cls),
+        iterations, target,
     )
 
     # resume ------------------------------------------------------------------
@@ -292,7 +292,7 @@ def train(
         **config.to_dict(), "study": config.study, "n_seg_patches": int(len(trial.seg)),
         "n_cls_patches": int(len(trial.cls)), "iterations_per_epoch": iterations,
         "class_names": list(data.class_names), "class_weights": weights.cpu().tolist(),
-        "pretrained": config.pretrained or RANDOM_INIT,
+        "pretrained": pretrained_name(config.pretrained),
     }
     report.update(evaluate("test_", data.test))
     if config.study == "classification":

@@ -5,6 +5,7 @@ cache if missing, run the `quick` preset, log to results/mlflow.db.
 
     python sweeps/full_grid.py                                   # quick preset, local
     python sweeps/full_grid.py --preset smoke                    # a first try, a few minutes
+    python sweeps/full_grid.py --preset quick --pretrained imagenet   # with the paper's ImageNet init
     python sweeps/full_grid.py --address auto --preset paper --dataset bach --data-root /shared/BACH \\
         --storage /shared/segclass/tune --mlflow-uri http://HEAD_IP:5000    # on a cluster (see README)
     python sweeps/full_grid.py                                   # rerun: resumes, skipping finished trials
@@ -84,9 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-trial-files", action="store_true",
                         help="keep each finished trial's checkpoint in the storage (default: removed once its "
                              "MLflow run is finished)")
-    parser.add_argument("--pretrained", default=None,
-                        help="local torchvision resnet18 state dict for every trial; read once by the driver and "
-                             "sent to the workers (identified by its content hash)")
+    parser.add_argument("--pretrained", default=None, metavar="imagenet|none|PATH",
+                        help="encoder init of every trial, overriding the preset's (paper: imagenet; quick, smoke: "
+                             "none): 'imagenet' = torchvision's ImageNet ResNet-18 weights (IMAGENET1K_V1, as the "
+                             "paper; downloaded once into torch's hub cache; offline, the error says where to put the "
+                             "file), 'none' = random init, or PATH of a local torchvision resnet18 state dict. "
+                             "Resolved once by the driver before Ray starts and sent to the workers; part of each "
+                             "trial's identity (the file's content hash)")
     parser.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to offer (default: all)")
     parser.add_argument("--num-gpus", type=float, default=None,
                         help="local Ray only: logical GPUs to offer (default: detected)")

@@ -249,3 +249,35 @@ def test_an_identity_trained_twice_counts_once(tmp_path):
         first.data.tags[IDENTITY_TAG]}
     runs = load_runs(uri)
     assert len(runs) == 1 and list(runs["test_macro_f1"]) == [0.5]  # the first to finish
+
+
+def test_the_init_is_named_in_the_index_captions_and_figures(report_dir, tmp_path):
+    import matplotlib
+
+    from segclass.analysis.curves import normalize, plot_curves
+    from segclass.analysis.tables import SEG_METRICS, summarize
+
+    random_init = "init: random (not the paper's ImageNet)"
+    assert f"Encoder {random_init}." in (report_dir / "index.md").read_text()
+    for table in ("table_d5_segmentation.md", "table_d4_classification_all.md", "table1_confusion.md"):
+        assert random_init in (report_dir / "tables" / table).read_text(), table
+    runs = pd.DataFrame([{"dataset": "d", "variant": "paper", "budget": "paper", "mode": m, "x": s * 100,
+                          "seed": seed, "test_macro_f1": v[0], "test_paper_micro_f1": v[1]}
+                         for (m, s, seed), v in SEGMENTATION.items()])
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # titles as text, to read them back
+        paths = plot_curves(normalize(summarize(runs, SEG_METRICS), "S", 100.0), ["macro_f1"], "Fig. 5", "s",
+                            tmp_path / "fig5", inits={"d": "ImageNet (torchvision IMAGENET1K_V1, as the paper)"})
+    svg = next(p for p in paths if p.suffix == ".svg").read_text()
+    assert "init: ImageNet (torchvision IMAGENET1K_V1, as the paper)" in svg
+
+
+def test_init_labels():
+    from segclass.analysis.runs import init_label, init_text
+    from segclass.schema import IMAGENET_INIT, RANDOM_INIT
+
+    assert init_label(IMAGENET_INIT) == "ImageNet (torchvision IMAGENET1K_V1, as the paper)"
+    assert init_label(RANDOM_INIT) == init_label("") == "random (not the paper's ImageNet)"
+    assert init_label("resnet18.pth") == "weights file resnet18.pth"
+    assert init_text({"bach": "x", "gleason2019": "x"}) == "init: x"
+    assert init_text({"gleason2019": "y", "bach": "x"}) == "init: bach: x; gleason2019: y"
+    assert init_text({}) == ""

@@ -30,7 +30,8 @@ def test_one_trial_end_to_end(tiny_root, tmp_path):
     printed = json.loads(result.stdout)
     assert json.loads(out.read_text()) == printed
     assert printed["variant"] == "released-code" and printed["budget"] == "equal"
-    assert "epoch 1/1" in result.stderr and "RANDOM" in result.stderr
+    assert "epoch 1/1" in result.stderr and "RANDOM" in result.stderr and "init=none (random init)" in result.stderr
+    assert printed["pretrained"] == "none (random init)" and printed["pretrained_sha256"] == ""
 
 
 def test_bad_input_exits_with_message(tmp_path):

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segclass.analysis.runs import artifact_path
+from segclass.analysis.runs import artifact_path, init_labels
 
 
 def confusion_rows(runs: pd.DataFrame) -> list[dict]:
     rows = []
     cls = runs[(runs["study"] == "classification") & (runs["mode"] == "S2+C2")] if not runs.empty else runs
+    inits = init_labels(runs)
     for (dataset, variant, budget), frame in cls.groupby(["dataset", "variant", "budget"]):
         top = frame[np.isclose(frame["x"], frame["x"].max())]
         matrices, names = [], []
@@ -33,7 +34,8 @@ def confusion_rows(runs: pd.DataFrame) -> list[dict]:
             continue
         total = np.sum(matrices, axis=0)
         rows.append({"dataset": dataset, "variant": variant, "budget": budget, "c": float(top["x"].iloc[0]),
-                     "seeds": len(matrices), "accuracy": float(top["holdout_cls_accuracy"].mean() * 100),
+                     "seeds": len(matrices), "init": inits[dataset],
+                     "accuracy": float(top["holdout_cls_accuracy"].mean() * 100),
                      "class_names": names, "matrix": total.tolist()})
     return rows
 
@@ -44,7 +46,7 @@ def write_confusion(rows: list[dict], out_dir: Path, paper: pd.DataFrame | None 
              "(S2+C2 at the largest c; matrices summed over seeds, rows = ground truth).", ""]
     for row in rows:
         lines.append(f"**{row['dataset']}** (variant {row['variant']}, budget {row['budget']}, c = {row['c']:g}%, "
-                     f"{row['seeds']} seeds): accuracy {row['accuracy']:.1f}%")
+                     f"{row['seeds']} seeds, init: {row['init']}): accuracy {row['accuracy']:.1f}%")
         if paper is not None and not paper.empty and row["dataset"] in set(paper["dataset"]):
             theirs = paper[paper["dataset"] == row["dataset"]].iloc[0]
             lines.append(f"(paper: {theirs['accuracy']}% on {theirs['images']} images, matrix {theirs['matrix']})")

@@ -46,7 +46,7 @@ def _x_axis(axis, xs, label: str) -> None:
 
 
 def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Path,
-              subtitle: str = "") -> list[Path]:
+              inits: dict[str, str] | None = None) -> list[Path]:
     """One figure per (dataset, budget): raw mean ± std (percent) per (mode, variant) against x.
 
     S does not use the classification head, so only its `paper`-variant runs
@@ -79,7 +79,7 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
             if axis.has_data():
                 axis.legend(fontsize=8)
         title = f"{dataset}, budget {budget}: test F1 against s, mean ± std over {seeds} seed(s)"
-        figure.suptitle(title + (f"\n{subtitle}" if subtitle else ""))
+        figure.suptitle(title + (f"\ninit: {inits[dataset]}" if inits and dataset in inits else ""))
         paths += save_figure(figure, stem.with_name(f"{stem.name}_{dataset}_{budget}"))
     return paths
 
@@ -103,8 +103,12 @@ def normalize(summary: pd.DataFrame, reference_mode: str, reference_x: float) ->
 
 
 def plot_curves(normalized: pd.DataFrame, metrics: list[str], title: str, x_label: str,
-                stem: Path, paper: pd.DataFrame | None = None) -> list[Path]:
-    """One figure per (dataset, variant, budget): a panel per metric, a line per mode."""
+                stem: Path, paper: pd.DataFrame | None = None, inits: dict[str, str] | None = None) -> list[Path]:
+    """One figure per (dataset, variant, budget): a panel per metric, a line per mode.
+
+    `inits` (dataset -> encoder init) puts the init under the title: curves of
+    random-init runs are not the paper's experiment.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,6 +134,7 @@ def plot_curves(normalized: pd.DataFrame, metrics: list[str], title: str, x_labe
             axis.set_title(METRIC_LABEL.get(metric, metric))
             axis.grid(alpha=0.3)
             axis.legend(fontsize=8)
-        figure.suptitle(f"{title}: {dataset} (variant {variant}, budget {budget})")
+        init = f"\ninit: {inits[dataset]}" if inits and dataset in inits else ""
+        figure.suptitle(f"{title}: {dataset} (variant {variant}, budget {budget}){init}")
         paths += save_figure(figure, stem.with_name(f"{stem.name}_{dataset}_{variant}_{budget}"))
     return paths

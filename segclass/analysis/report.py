@@ -11,7 +11,7 @@ import pandas as pd
 
 from segclass.analysis import confusion, curves, samples, tables
 from segclass.analysis.paper import paper_results, paper_table1
-from segclass.analysis.runs import load_runs
+from segclass.analysis.runs import init_labels, init_text, load_runs
 
 
 @dataclass
@@ -43,6 +43,8 @@ class Report:
 def build_tables(runs: pd.DataFrame, options: ReportOptions) -> tuple[list[Path], pd.DataFrame, pd.DataFrame]:
     """Tables D.5 and D.4 in the paper's setting, with every arm, and arms side by side."""
     planned = options.seeds or tables.seeds_planned(runs)
+    init = init_text(init_labels(runs))
+    init = f"; {init}" if init else ""
     seg_all, seg_summary = tables.segmentation_table(runs, planned)
     cls_all, cls_summary = tables.classification_table(runs, planned)
     out = options.out_dir / "tables"
@@ -56,31 +58,33 @@ def build_tables(runs: pd.DataFrame, options: ReportOptions) -> tuple[list[Path]
         xs = [float(c) for c in everything.columns if c not in ("dataset", "variant", "budget", "mode", "metric")]
         paper_view = tables.wide_table(tables.default_view(summary), xs, planned,
                                        ["dataset", "variant", "budget", "mode", "metric"])
-        files += tables.write_table(paper_view, out / name, f"{what}. {tables.default_view_name(summary)}.")
-        files += tables.write_table(everything, out / f"{name}_all", f"{what}. Every variant and budget.")
+        files += tables.write_table(paper_view, out / name, f"{what}. {tables.default_view_name(summary)}{init}.")
+        files += tables.write_table(everything, out / f"{name}_all", f"{what}. Every variant and budget{init}.")
         files += tables.write_table(tables.comparison_table(summary, planned), out / f"{name}_comparison",
-                                    f"{what}. Variants and budgets side by side at each value.")
+                                    f"{what}. Variants and budgets side by side at each value{init}.")
     seg_summary.to_csv(out / "segmentation_summary.csv", index=False)
     cls_summary.to_csv(out / "classification_summary.csv", index=False)
     return files + [out / "segmentation_summary.csv", out / "classification_summary.csv"], seg_summary, cls_summary
 
 
-def build_curves(seg_summary: pd.DataFrame, cls_summary: pd.DataFrame, options: ReportOptions) -> list[Path]:
+def build_curves(seg_summary: pd.DataFrame, cls_summary: pd.DataFrame, options: ReportOptions,
+                 inits: dict[str, str] | None = None) -> list[Path]:
+    """Figs. 5 and 6; `inits` (dataset -> init label, see `init_labels`) goes under each figure's title."""
     out = options.out_dir / "figures"
     paper = paper_results() if options.with_paper else pd.DataFrame()
     files = []
     if not seg_summary.empty:
         files += curves.plot_arms(seg_summary, ["macro_f1", "paper_micro_f1"], "s (% of segmentation patches)",
-                                  out / "comparison")
+                                  out / "comparison", inits)
         ours = curves.normalize(seg_summary, "S", 100.0)
         theirs = _paper_normalized(paper, "D.5", "S", 100.0)
         files += curves.plot_curves(ours, ["macro_f1", "paper_micro_f1"], "Fig. 5, relative to S at s = 100%",
-                                    "s (% of segmentation patches)", out / "fig5", theirs)
+                                    "s (% of segmentation patches)", out / "fig5", theirs, inits)
     if not cls_summary.empty:
         ours = curves.normalize(cls_summary, "S2+C2", 50.0)
         theirs = _paper_normalized(paper, "D.4", "S2+C2", 50.0)
         files += curves.plot_curves(ours, ["accuracy"], "Fig. 6, relative to S2+C2 at c = 50%",
-                                    "c (% of classification patches)", out / "fig6", theirs)
+                                    "c (% of classification patches)", out / "fig6", theirs, inits)
     return files
 
 
@@ -108,7 +112,7 @@ def build_report(options: ReportOptions) -> Report:
     runs = select_runs(options)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     table_files, seg_summary, cls_summary = build_tables(runs, options)
-    figure_files = build_curves(seg_summary, cls_summary, options)
+    figure_files = build_curves(seg_summary, cls_summary, options, init_labels(runs))
     class_names = _class_names(runs)
     sample_files = samples.plot_samples(runs, class_names, options.out_dir / "figures") if not runs.empty else []
     confusion_files = confusion.write_confusion(confusion.confusion_rows(runs) if not runs.empty else [],
@@ -137,6 +141,8 @@ def _write_index(options, runs, table_files, figure_files, sample_files, confusi
     lines = ["# segclass report", "", f"{len(runs)} finished runs from `{options.mlflow_uri}`"
              + (f", experiment `{options.experiment}`" if options.experiment else "")
              + (f", dataset `{options.dataset}`" if options.dataset else "") + ".", ""]
+    if not runs.empty:
+        lines += [f"Encoder {init_text(init_labels(runs))}.", ""]
     if comparison:
         lines += ["## Against the paper", ""] + [f"- {line}" for line in comparison] + [""]
     lines += ["## Tables", ""]

@@ -4,6 +4,8 @@ A table cell averages runs over seeds, so every run in a selection must share
 its training settings (epochs, batch size, weights, data: the `segclass.settings`
 tag). A selection holding several is refused with a message that says what
 differs and which filter (`--sweep`, `--epochs`, `--settings`) picks one.
+The encoder's init is one of those settings, so each dataset's runs share one,
+and every table and figure says which (`init_labels`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import pandas as pd
 
 from segclass.errors import TrackingStoreError
 from segclass.grid import GridPoint
-from segclass.schema import (FINAL_PREFIX, IDENTITY_TAG, KEY_TAG, SETTINGS_TAG, SWEEP_TAG, check_run_is_current,
-                             identity_columns, iter_runs)
+from segclass.schema import (FINAL_PREFIX, IDENTITY_TAG, IMAGENET_INIT, KEY_TAG, RANDOM_INIT, SETTINGS_TAG, SWEEP_TAG,
+                             check_run_is_current, identity_columns, iter_runs)
 
 RUN_COLUMNS = ["experiment", "run_id", "run_name", "study", "dataset", "mode", "x", "seed", "variant", "budget",
-               "identity", "settings", "sweep", "epochs"]
+               "identity", "settings", "sweep", "epochs", "init"]
 
 
 def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | None = None,
@@ -50,6 +52,7 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
                       "x": round(point.fraction * 100, 4), "seed": point.seed, "variant": point.variant,
                       "budget": point.budget, "identity": tags[IDENTITY_TAG], "settings": tags[SETTINGS_TAG],
                       "sweep": tags.get(SWEEP_TAG, ""), "epochs": int(params.get("epochs", 0)),
+                      "init": params.get("pretrained") or RANDOM_INIT,
                       "end_time": run.info.end_time, "artifact_uri": run.info.artifact_uri}
             record.update({k[len(FINAL_PREFIX):]: v for k, v in run.data.metrics.items()
                            if k.startswith(FINAL_PREFIX)})
@@ -81,6 +84,32 @@ def check_one_setting(frame: pd.DataFrame, run_settings: dict[tuple[str, str], d
             f"in {', '.join(differing)}); their results must not share a table cell. Pick one with --settings "
             "(below), --sweep NAME or --epochs N:\n" + "\n".join(lines)
         )
+
+
+def init_label(pretrained: str) -> str:
+    """How reports name a run's encoder init (its `pretrained` param): random init is marked as not the paper's."""
+    if not pretrained or pretrained == RANDOM_INIT:
+        return "random (not the paper's ImageNet)"
+    if pretrained == IMAGENET_INIT:
+        return "ImageNet (torchvision IMAGENET1K_V1, as the paper)"
+    return f"weights file {pretrained}"
+
+
+def init_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """Dataset -> the init of its runs, for titles and captions."""
+    if runs.empty:
+        return {}
+    return {dataset: " / ".join(sorted({init_label(name) for name in frame["init"]}))
+            for dataset, frame in runs.groupby("dataset")}
+
+
+def init_text(labels: dict[str, str]) -> str:
+    """One phrase for headers and captions: `init: ...`, per dataset where datasets differ ("" without runs)."""
+    if not labels:
+        return ""
+    if len(set(labels.values())) == 1:
+        return f"init: {next(iter(labels.values()))}"
+    return "init: " + "; ".join(f"{dataset}: {label}" for dataset, label in sorted(labels.items()))
 
 
 def artifact_path(artifact_uri: str, name: str) -> Path:

@@ -15,7 +15,7 @@ import pandas as pd
 from PIL import Image
 
 from segclass.analysis.figures import save_figure
-from segclass.analysis.runs import artifact_path
+from segclass.analysis.runs import artifact_path, init_labels
 from segclass.palette import colourize
 
 MAX_S = 10.0
@@ -29,6 +29,7 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
 
     paths = []
     seg = runs[(runs["study"] == "segmentation") & (runs["x"] <= MAX_S)] if not runs.empty else runs
+    inits = init_labels(runs)
     for (dataset, variant, budget), frame in seg.groupby(["dataset", "variant", "budget"]):
         seed = frame["seed"].min()
         frame = frame[frame["seed"] == seed]
@@ -62,7 +63,8 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
                 axes[0][column].set_title(f"s = {x:g}%", fontsize=9)
             axes[0][column].axis("off")
         axes[0][0].text(3, 12, "ground truth", fontsize=8, bbox={"facecolor": "white", "alpha": 0.7, "pad": 1})
-        figure.suptitle(f"sample outputs: {dataset}, seed {seed}\n(variant {variant}, budget {budget})", fontsize=10)
+        figure.suptitle(f"sample outputs: {dataset}, seed {seed}\n(variant {variant}, budget {budget}, "
+                        f"init: {inits[dataset]})", fontsize=10)
         paths += save_figure(figure, out_dir / f"samples_{dataset}_{variant}_{budget}")
     return paths
 

@@ -6,18 +6,24 @@
     out = net(torch.zeros(2, 3, 128, 128))   # out.mask_logits: 2x4x128x128
 """
 
-from segclass.model.encoder import ResNet18Encoder, load_pretrained_encoder, read_pretrained_state
+from segclass.model.encoder import (IMAGENET, RANDOM, PretrainedWeights, ResNet18Encoder, load_pretrained_encoder,
+                                    pretrained_name, read_pretrained_state, resolve_pretrained)
 from segclass.model.heads import ClassificationHead, MaxPoolClassificationHead, SegmentationHead
 from segclass.model.net import ModelOutput, SegClassNet, build_model
 
 __all__ = [
+    "IMAGENET",
+    "RANDOM",
     "ClassificationHead",
     "MaxPoolClassificationHead",
     "ModelOutput",
+    "PretrainedWeights",
     "ResNet18Encoder",
     "SegClassNet",
     "SegmentationHead",
     "build_model",
     "load_pretrained_encoder",
+    "pretrained_name",
     "read_pretrained_state",
+    "resolve_pretrained",
 ]

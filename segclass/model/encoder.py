@@ -8,20 +8,38 @@ after layer3 (paper App. A).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
+from torchvision.models import ResNet18_Weights, resnet18
 
 from segclass.errors import PretrainedWeightsError
+from segclass.schema import IMAGENET_INIT, RANDOM_INIT
 
 log = logging.getLogger(__name__)
 
 OUT_CHANNELS = 256
 #: Prefixes of torchvision resnet18 state-dict keys that the trunk does not use.
 _UNUSED_PREFIXES = ("layer4.", "fc.")
+#: `--pretrained` values besides a file path: the paper's ImageNet weights, and random init.
+IMAGENET = "imagenet"
+RANDOM = "none"
+#: The ImageNet weights the paper's encoder starts from, as torchvision publishes them.
+IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
+
+
+class PretrainedWeights(NamedTuple):
+    """An encoder init resolved from a `--pretrained` value."""
+
+    state: dict[str, torch.Tensor] | None  # a torchvision resnet18 state dict; None: random init
+    name: str  # readable, the same on every machine (MLflow param `pretrained`, reports, logs)
+    sha256: str  # of the file the state came from ("" for random init): part of a trial's identity
 
 
 class ResNet18Encoder(nn.Module):
@@ -45,6 +63,68 @@ class ResNet18Encoder(nn.Module):
         return self.layer3(self.layer2(self.layer1(x)))
 
 
+def pretrained_name(value: str | None) -> str:
+    """The readable name of a `--pretrained` value: a file by its name only, since its folder differs per machine."""
+    if not value or value == RANDOM:
+        return RANDOM_INIT
+    return IMAGENET_INIT if value == IMAGENET else Path(value).name
+
+
+def resolve_pretrained(value: str | None, progress: bool = True) -> PretrainedWeights:
+    """Map a `--pretrained` value (`imagenet`, `none` or None, or a file path) to the weights it means.
+
+    The one-trial CLI and the sweep driver both call this, so an init means the
+    same thing everywhere and is hashed the same way.
+    """
+    if not value or value == RANDOM:
+        return PretrainedWeights(None, RANDOM_INIT, "")
+    if value == IMAGENET:
+        state, path = _imagenet_state(progress)
+    else:
+        path = Path(value)
+        state = read_pretrained_state(path)
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    published = torch.hub.HASH_REGEX.search(path.name) if value == IMAGENET else None
+    if published and not sha256.startswith(published.group(1)):  # a file put into the cache by hand
+        log.warning("%s is not the file torchvision publishes (its SHA-256 does not start with %s); using it anyway, "
+                    "identified by its own hash", path, published.group(1))
+    return PretrainedWeights(state, pretrained_name(value), sha256)
+
+
+def imagenet_cache_path() -> Path:
+    """Where torchvision keeps (and looks for) the ImageNet ResNet-18 file: torch's hub cache, under TORCH_HOME."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(IMAGENET_WEIGHTS.url).name
+
+
+def _imagenet_state(progress: bool) -> tuple[dict[str, torch.Tensor], Path]:
+    """torchvision's ImageNet weights from torch's hub cache, downloaded there first if missing.
+
+    Offline, the error says where the file goes, so a machine without internet
+    can be given a copy fetched elsewhere.
+    """
+    path = imagenet_cache_path()
+    present = path.is_file()
+    try:
+        # torch announces a download on stdout, which the one-trial CLI keeps for its JSON result
+        with contextlib.redirect_stdout(sys.stderr):
+            # check_hash verifies a download against the hash in the file name; weights_only: no code runs on load
+            state = IMAGENET_WEIGHTS.get_state_dict(progress=progress, check_hash=True, weights_only=True)
+    except Exception as exc:  # urllib, torch.load and the hash check raise many types
+        if present:
+            raise PretrainedWeightsError(
+                f"cannot read the ImageNet weights file {path}: {exc}; delete it (it is downloaded again when "
+                f"online), or pass --pretrained none for random initialisation"
+            ) from exc
+        raise PretrainedWeightsError(
+            f"cannot download torchvision's ImageNet ResNet-18 weights ({IMAGENET_WEIGHTS}) from "
+            f"{IMAGENET_WEIGHTS.url}: {exc}. Offline: fetch that URL on a machine with internet and put the file "
+            f"at {path} (torch's hub cache; TORCH_HOME moves it), or pass --pretrained none for random "
+            "initialisation (not the paper's)"
+        ) from exc
+    log.info("ImageNet weights (%s) from %s", IMAGENET_WEIGHTS, path)
+    return state, path
+
+
 def read_pretrained_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a torchvision resnet18 state dict from a local file, with errors that say what to pass.
 
@@ -56,7 +136,8 @@ def read_pretrained_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise PretrainedWeightsError(
             f"pretrained weights file {path} does not exist; pass the path of a torchvision "
             "resnet18 state dict (e.g. saved with torch.save(resnet18(weights=...).state_dict(), "
-            "path)) or leave --pretrained out for random initialisation"
+            "path)), --pretrained imagenet for torchvision's ImageNet weights, or --pretrained none for random "
+            "initialisation"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

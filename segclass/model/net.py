@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segclass.config import ModelConfig
-from segclass.model.encoder import ResNet18Encoder, load_pretrained_encoder
+from segclass.model.encoder import ResNet18Encoder, load_pretrained_encoder, resolve_pretrained
 from segclass.model.heads import ClassificationHead, MaxPoolClassificationHead, SegmentationHead
 
 log = logging.getLogger(__name__)
@@ -58,17 +58,18 @@ def upsample_to(lowres: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 
 
 def build_model(config: ModelConfig, pretrained: str | dict | None = None) -> SegClassNet:
-    """Build the network, loading encoder weights from a local file (or a state dict read from one).
+    """Build the network, its encoder from a `--pretrained` value (see `resolve_pretrained`) or a state dict.
 
-    Without a file the encoder starts from random initialisation; the paper used
-    ImageNet weights, so this is said loudly rather than silently.
+    Random initialisation is said loudly rather than silently: the paper's
+    encoder starts from ImageNet weights.
     """
     model = SegClassNet(config)
-    if pretrained:
-        load_pretrained_encoder(model.encoder, pretrained)
+    state = resolve_pretrained(pretrained).state if isinstance(pretrained, str) else pretrained
+    if state is not None:
+        load_pretrained_encoder(model.encoder, state)
     else:
         log.warning(
-            "no --pretrained file given: the ResNet-18 encoder starts from RANDOM weights "
-            "(the paper used ImageNet weights; pass a local torchvision resnet18 state dict)"
+            "the ResNet-18 encoder starts from RANDOM weights (the paper used ImageNet weights: pass "
+            "--pretrained imagenet, or a local torchvision resnet18 state dict)"
         )
     return model

@@ -15,11 +15,10 @@ py_modules), so a node needs only the dependencies.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import segclass
 from segclass.errors import ConfigError
@@ -30,6 +29,7 @@ from segclass.sweep.storage import Storage
 from segclass.sweep.trial import EpochHook, run_trial
 
 if TYPE_CHECKING:
+    from segclass.model import PretrainedWeights
     from segclass.sweep.writer import TrackingWriter
 
 
@@ -51,7 +51,7 @@ class SweepOptions:
     grow: bool = False
     resume: bool = False
     keep_trial_files: bool = False
-    pretrained: str | None = None
+    pretrained: str | None = None  # None: the preset's; else imagenet | none | PATH (see resolve_pretrained)
     batch_size: int = 20
     num_cpus: int | None = None  # local Ray only
     num_gpus: float | None = None  # local Ray only (a logical count; useful to test fractional packing)
@@ -77,16 +77,6 @@ def validate_points(points: list[GridPoint], epochs: int, batch_size: int) -> No
             point.train_config(epochs=epochs, batch_size=batch_size)
         except ConfigError as exc:
             raise ConfigError(f"grid point {point.run_name}: {exc}") from exc
-
-
-def _read_pretrained(path: str | None) -> tuple[Any, str]:
-    """The weights, read once on the driver (workers need no copy of the file), and their content hash."""
-    if not path:
-        return None, ""
-    from segclass.model import read_pretrained_state
-
-    state = read_pretrained_state(path)
-    return state, hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def start_ray(options: SweepOptions) -> None:
@@ -118,28 +108,31 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     """
     from segclass.data import ensure_cache
     from segclass.data.shards import read_manifest
+    from segclass.model import resolve_pretrained
 
     preset = options.preset
     points = expand(preset)
     validate_points(points, preset.epochs, options.batch_size)
-    pretrained_state, pretrained_sha = _read_pretrained(options.pretrained)
+    # once, on the driver, before Ray or any file: workers need no copy (or download), an offline run fails in a line
+    weights = resolve_pretrained(options.pretrained or preset.pretrained)
+    print(f"sweep {options.name}: encoder init {weights.name}", flush=True)
     cache = ensure_cache(preset.dataset, options.data_root)
     fingerprint = read_manifest(cache)["fingerprint"]
     identities = {p.key: TrialIdentity.of(p, p.train_config(epochs=preset.epochs, batch_size=options.batch_size)
-                                          .to_dict(), pretrained_sha, fingerprint) for p in points}
+                                          .to_dict(), weights.sha256, fingerprint) for p in points}
     settings = next(iter(identities.values())).settings_dict
 
     sweep_folder = Storage(options.storage).child(options.name)
     with DriverLock(sweep_folder, options.name):
         check_sweep(sweep_folder, options.name, preset.dataset, fingerprint, settings, [p.key for p in points],
                     grow=options.grow, resume=options.resume)
-        return _drive(options, points, identities, sweep_folder, fingerprint, pretrained_state, pretrained_sha,
-                      epoch_hook, trainable or run_trial, cache)
+        return _drive(options, points, identities, sweep_folder, fingerprint, weights, epoch_hook,
+                      trainable or run_trial, cache)
 
 
 def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str, TrialIdentity],
-           sweep_folder: Storage, fingerprint: str, pretrained_state: dict[str, Any] | None, pretrained_sha: str,
-           epoch_hook: EpochHook | None, trainable: Callable, cache: Path) -> SweepSummary:
+           sweep_folder: Storage, fingerprint: str, weights: "PretrainedWeights", epoch_hook: EpochHook | None,
+           trainable: Callable, cache: Path) -> SweepSummary:
     """Skip what is finished, run the rest, count from MLflow what this run finished."""
     from segclass.sweep.tracking import Tracker
     from segclass.sweep.writer import TrackingWriter
@@ -162,8 +155,8 @@ def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str,
 
     writer = TrackingWriter(tracker, sweep_folder, keep_trial_files=options.keep_trial_files)
     try:
-        experiment = _run_tune(options, todo, identities, sweep_folder, writer, fingerprint, pretrained_state,
-                               pretrained_sha, epoch_hook, trainable, cache)
+        experiment = _run_tune(options, todo, identities, sweep_folder, writer, fingerprint, weights, epoch_hook,
+                               trainable, cache)
         summary.experiments.append(experiment)
     finally:
         stats = writer.close()
@@ -175,9 +168,8 @@ def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str,
 
 
 def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str, TrialIdentity],
-              sweep_folder: Storage, writer: "TrackingWriter", fingerprint: str,
-              pretrained_state: dict[str, Any] | None, pretrained_sha: str, epoch_hook: EpochHook | None,
-              trainable: Callable, cache: Path) -> str:
+              sweep_folder: Storage, writer: "TrackingWriter", fingerprint: str, weights: "PretrainedWeights",
+              epoch_hook: EpochHook | None, trainable: Callable, cache: Path) -> str:
     """Run `todo` as a new Tune experiment `tune-<n>` in the sweep's folder; returns its path."""
     import ray
     from ray import tune
@@ -193,15 +185,16 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
         gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     data = read_cache(cache)
     digests = {key: identity.digest for key, identity in identities.items()}
-    trial = tune.with_parameters(trainable, data=data, identities=digests, pretrained_state=pretrained_state,
+    trial = tune.with_parameters(trainable, data=data, identities=digests, pretrained_state=weights.state,
                                  epoch_hook=epoch_hook)
     checkpoint_every = options.checkpoint_every or options.preset.checkpoint_every
-    pretrained_name = Path(options.pretrained).name if options.pretrained else ""
-    static = {"epochs": options.preset.epochs, "batch_size": options.batch_size, "pretrained_sha256": pretrained_sha,
+    # a trial's TrainConfig names its weights ("" for random init: None, as in checkpoints of earlier sweeps)
+    pretrained_name = weights.name if weights.state is not None else ""
+    static = {"epochs": options.preset.epochs, "batch_size": options.batch_size, "pretrained_sha256": weights.sha256,
               "pretrained_name": pretrained_name,
               "checkpoint_every": checkpoint_every, "threads": max(1, int(options.cpus_per_trial)),
               "data_fingerprint": fingerprint, "sweep_storage": sweep_folder.uri}
-    params = {"sweep": options.name, "preset": options.preset.name, "pretrained": pretrained_name}
+    params = {"sweep": options.name, "preset": options.preset.name, "pretrained": weights.name}
     callback = MlflowCallback(writer, identities, params)
     name = _next_tune_name(sweep_folder)
     # MLflow is the record; Tune keeps only its JSON log (result.json per trial), not CSV or TensorBoard files
