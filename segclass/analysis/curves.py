@@ -24,6 +24,16 @@ MODE_STYLE = {"S": ("tab:red", "x"), "S+C": ("tab:blue", "o"), "S+C*": ("tab:gre
 METRIC_LABEL = {"macro_f1": "macro F1", "paper_micro_f1": "paper-micro F1", "accuracy": "accuracy"}
 #: Line styles of classification-head variants in the comparison figure (other variants: dash-dot).
 VARIANT_LINE = {"paper": "-", "released-code": "--"}
+#: Colours of (mode, variant) arms that are not the paper's head; the paper's head keeps MODE_STYLE's colour.
+OTHER_HEAD_COLOURS = {"S+C": ("tab:orange", "tab:purple", "tab:olive"), "S+C*": ("tab:brown", "tab:pink", "tab:cyan")}
+
+
+def _arm_colour(mode: str, variant: str, variants: list[str]) -> str | None:
+    if variant == "paper" or mode not in OTHER_HEAD_COLOURS:
+        return MODE_STYLE.get(mode, (None, "o"))[0]
+    others = [v for v in variants if v != "paper"]
+    palette = OTHER_HEAD_COLOURS[mode]
+    return palette[others.index(variant) % len(palette)]
 
 
 def arm_label(mode: str, variant: str) -> str:
@@ -47,10 +57,13 @@ def _x_axis(axis, xs, label: str) -> None:
 
 def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Path,
               inits: dict[str, str] | None = None) -> list[Path]:
-    """One figure per (dataset, budget): raw mean ± std (percent) per (mode, variant) against x.
+    """One figure per (dataset, budget): raw mean (percent) with ± std error bars per (mode, variant) against x.
 
     S does not use the classification head, so only its `paper`-variant runs
-    are drawn; every other mode gets one line per variant.
+    are drawn; every other mode gets one line per variant. S+C at s = 100% has
+    no classification patches left, so it *is* S at s = 100%: where a sweep did
+    not run it (the quick preset does not), its line ends at S's point, drawn
+    hollow.
     """
     import matplotlib
 
@@ -67,11 +80,19 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
                 if mode == "S" and variant != "paper":
                     continue
                 part = part.sort_values("x")
-                color, marker = MODE_STYLE.get(mode, (None, "o"))
+                marker = MODE_STYLE.get(mode, (None, "o"))[1]
+                color = _arm_colour(mode, variant, sorted(set(frame["variant"])))
                 x, y, s = part["x"].to_numpy(), part["mean"].to_numpy(), part["std"].to_numpy()
-                axis.plot(x, y, marker=marker, color=color, linestyle=VARIANT_LINE.get(variant, "-."),
-                          label=arm_label(mode, variant))
-                axis.fill_between(x, y - s, y + s, color=color, alpha=0.12)
+                s_full = part_metric[(part_metric["mode"] == "S") & (part_metric["variant"] == "paper")
+                                     & np.isclose(part_metric["x"], 100.0)]
+                if mode == "S+C" and not np.isclose(x, 100.0).any() and len(s_full):
+                    x, y = np.append(x, 100.0), np.append(y, s_full["mean"].iloc[0])
+                    s = np.append(s, s_full["std"].iloc[0])
+                    axis.plot(x[-1:], y[-1:], marker=marker, color=color, markerfacecolor="none", linestyle="none")
+                line_style = VARIANT_LINE.get(variant, "-.")
+                axis.plot(x, y, marker=marker, color=color, linestyle=line_style, label=arm_label(mode, variant),
+                          markevery=list(range(len(part))))
+                axis.errorbar(x, y, yerr=s, fmt="none", ecolor=color, capsize=3, alpha=0.7)  # ± std over seeds
             _x_axis(axis, part_metric["x"], x_label)
             axis.set_ylabel(f"test {METRIC_LABEL.get(metric, metric)} (%)")
             axis.set_title(METRIC_LABEL.get(metric, metric))
