@@ -178,6 +178,7 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
 
     from segclass.data.shards import read_cache
     from segclass.sweep.callback import MlflowCallback
+    from segclass.sweep.progress import ProgressCallback, trial_dirname, trial_name
 
     start_ray(options)
     gpus = options.gpus_per_trial
@@ -203,9 +204,12 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
         tune.with_resources(trial, {"cpu": options.cpus_per_trial, "gpu": gpus}),
         param_space={**static, "key": tune.grid_search([p.key for p in todo])},
         # a worker process runs trial after trial: no process start and imports per trial
-        tune_config=tune.TuneConfig(reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=sweep_folder.uri, verbose=1,
-                                  callbacks=[callback, JsonLoggerCallback()],
+        tune_config=tune.TuneConfig(reuse_actors=True, trial_name_creator=trial_name,
+                                    trial_dirname_creator=trial_dirname),
+        # Tune's console is off: ProgressCallback prints a line per trial and a status line each minute
+        run_config=tune.RunConfig(name=name, storage_path=sweep_folder.uri, verbose=0,
+                                  callbacks=[callback, JsonLoggerCallback(),
+                                             ProgressCallback(len(todo), options.preset.epochs)],
                                   failure_config=tune.FailureConfig(max_failures=options.max_failures)),
     )
     tuner.fit()

@@ -1,0 +1,88 @@
+"""The sweep's console: one line per finished trial and a status line now and then.
+
+Tune's own console (a result box of ~50 lines per trial, generated trial names,
+TensorBoard hints) is switched off (`verbose=0`); this callback says what a
+person following a sweep wants to know: which grid point finished with what
+test score, how many are done, running and waiting, and roughly how long the
+rest will take. Errors still come from Tune's logger, with their traceback.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TextIO
+
+from ray import tune
+
+from segclass.grid import GridPoint
+
+
+def trial_name(trial) -> str:
+    """Tune's name for a trial: the grid point's run name, e.g. 'S+C s=5 seed=2 budget=equal'."""
+    return GridPoint.from_key(trial.config["key"]).run_name
+
+
+def trial_dirname(trial) -> str:
+    """A trial's folder in the Tune experiment: its run name without spaces, plus Tune's id (unique)."""
+    return f"{trial_name(trial).replace(' ', '_')}_{trial.trial_id}"
+
+
+def _minutes(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class ProgressCallback(tune.Callback):
+    """Prints a line per finished or failed trial, and a status line at most every `every` seconds."""
+
+    def __init__(self, total: int, epochs: int, every: float = 60.0, out: TextIO | None = None) -> None:
+        self.total, self.epochs, self.every = total, epochs, every
+        self.out = out
+        self.started = time.monotonic()
+        self.last_status = self.started
+        self.done = 0
+        self.epoch_of: dict[str, int] = {}  # trial id -> last epoch reported
+        self.trial_started: dict[str, float] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with its experiment state
+        return {**self.__dict__, "out": None}
+
+    def _print(self, line: str) -> None:
+        import sys
+
+        print(f"[{_minutes(time.monotonic() - self.started):>11}] {line}", file=self.out or sys.stdout, flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.trial_started.setdefault(trial.trial_id, time.monotonic())
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get("final"):
+            self.done += 1
+            scores = ", ".join(f"{label} {result[key]:.3f}" for key, label in
+                               (("test_macro_f1", "test macro F1"),
+                                ("test_paper_micro_f1", "paper-micro F1")) if key in result)
+            took = time.monotonic() - self.trial_started.get(trial.trial_id, self.started)
+            self._print(f"{self.done}/{self.total} done: {trial_name(trial)}: {scores} ({_minutes(took)})")
+        else:
+            self.epoch_of[trial.trial_id] = int(result.get("epoch", 0))
+        self._status(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._print(f"FAILED (no retries left): {trial_name(trial)}; the next run of this command resumes it")
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._print(f"retrying {trial_name(trial)} from its last checkpoint")
+
+    def _status(self, trials) -> None:
+        now = time.monotonic()
+        if now - self.last_status < self.every:
+            return
+        self.last_status = now
+        running = [t for t in trials if t.status == "RUNNING"]
+        waiting = sum(1 for t in trials if t.status == "PENDING")
+        shown = ", ".join(f"{trial_name(t)} epoch {self.epoch_of.get(t.trial_id, 0)}/{self.epochs}" for t in running[:4])
+        more = f" and {len(running) - 4} more" if len(running) > 4 else ""
+        epochs_done = self.done * self.epochs + sum(self.epoch_of.get(t.trial_id, 0) for t in running)
+        share = epochs_done / max(1, self.total * self.epochs)
+        left = f", about {_minutes((now - self.started) * (1 - share) / share)} left" if share > 0.05 else ""
+        self._print(f"{self.done}/{self.total} done, {len(running)} running ({shown}{more}), {waiting} waiting{left}")
