@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,26 @@ from segclass.predict.regions import MemoryRegions
 from segclass.predict.sliding import predict_mask, window_logits, window_starts
 from segclass.preprocess.foreground import Foreground, foreground_mask
 from segclass.trained import load_model
+
+
+def test_trainer_test_metrics_equal_predict_metrics_on_the_source_file(tiny_trained, tiny_data, tiny_root, tmp_path,
+                                                                        capsys):
+    checkpoint, report = tiny_trained  # last-epoch weights, the ones the report's test_* metrics describe
+    (item,) = tiny_data.test
+    source = tiny_root / "test" / "images" / f"{item.name}.tiff"
+    assert item.source == str(source)
+    truth = tiny_root / "test" / "masks" / f"{item.name}.png"  # level 0: twice the working size
+    code = main([str(source), "--checkpoint", str(checkpoint), "--out", str(tmp_path), "--mask", str(truth), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    predicted = json.loads((tmp_path / f"{item.name}.json").read_text())
+    assert predicted["stain_normalization"].startswith("macenko")
+
+    from_trainer = {key[len("test_"):]: value for key, value in report.items()
+                    if key.startswith("test_") and not key.startswith("test_best_")}
+    assert predicted["metrics"] == from_trainer  # identical, confusion matrices included
+    assert {"macro_f1", "paper_micro_f1", "tissue_macro_f1", "tissue_confusion_matrix"} <= set(from_trainer)
+    tissue_pixels = np.sum(from_trainer["tissue_confusion_matrix"])
+    assert 0 < tissue_pixels < np.sum(from_trainer["confusion_matrix"]), "the slide must hold glass and tissue"
 
 
 def test_glass_is_class_0_and_tissue_metrics_score_tissue_only(tiny_trained, tiny_data):
