@@ -7,9 +7,11 @@ in a fresh process two ways and records the process's peak resident memory:
 
 - streamed: `segclass.predict.run.predict_image` (bands of rows, tissue found
   on a thumbnail, windows only on tissue, stains mapped per band);
-- whole image: the evaluation path (`read_image` + Macenko on the whole image +
-  `predict_logits` holding C x H x W logits), which is what predicting a slide
-  would cost without streaming.
+- whole image: the trainer's evaluation path (`read_image` and Macenko on the
+  whole image held in memory, then the same streamed windows over it). Until
+  evaluation and prediction shared one implementation this arm ran a separate
+  whole-image predictor holding C x H x W logits (`predict_logits`, removed);
+  the README's whole-image column was measured with that.
 
     python benchmarks/predict_memory.py                      # 1x, 4x, 16x area; about 6 minutes on 2 cores
     python benchmarks/predict_memory.py --factors 1 2        # 1x and 4x area only
@@ -65,15 +67,15 @@ def worker(kind: str, slide: Path, reference: Path, out: Path) -> dict:
         summary = predict_image(trained, slide, PredictOptions(out_dir=out, progress=False), slide.stem)
         tiles, pixels = summary["tiles"], summary["width"] * summary["height"]
     else:
-        from segclass.evaluation import predict_logits
-        from segclass.preprocess.foreground import foreground_mask
+        from segclass.data.arrays import EvalImage
+        from segclass.evaluation import predict_eval_image
         from segclass.preprocess.stain import StainNormalizer
         from segclass.slide import read_image
 
         rgb = read_image(slide, 1.25).rgb
         normalized = StainNormalizer.from_state(trained.preprocessing["stain_reference"]).normalize(rgb)
-        mask = predict_logits(trained.model, normalized, 128, 64).argmax(0).numpy().astype(np.uint8)
-        mask[~foreground_mask(rgb)] = 0
+        item = EvalImage(slide.stem, normalized, np.zeros(rgb.shape[:2], np.uint8))  # tissue: found on its pixels
+        mask, _ = predict_eval_image(trained.model, item, len(CLASSES))
         tiles, pixels = None, mask.size
     seconds = time.perf_counter() - started
     return {"kind": kind, "pixels": pixels, "tiles": tiles, "seconds": round(seconds, 2),

@@ -10,6 +10,10 @@ Naming, because the paper's "micro" F1 is not what the literature calls micro:
   "micro" (scikit-learn's `average="weighted"`).
 - `micro_f1`: true micro F1 (global tp / fp / fn); equals pixel accuracy for
   single-label predictions, logged so nobody has to wonder.
+
+`PixelScores` scores a predicted mask twice: over every pixel (the primary
+metrics) and over tissue pixels only (the same names with `tissue_` in front);
+`segclass.evaluation` says why.
 """
 
 from __future__ import annotations
@@ -104,6 +108,31 @@ class ConfusionMatrix:
             result[f"{prefix}iou_{name}"] = float(iou)
         result[f"{prefix}confusion_matrix"] = self.counts.tolist()
         return result
+
+
+#: Inserted after a metrics prefix for the scores over tissue pixels only (`val_tissue_macro_f1`).
+TISSUE_PREFIX = "tissue_"
+
+
+@dataclass
+class PixelScores:
+    """Confusion matrices of predicted masks over all pixels and over tissue pixels only."""
+
+    num_classes: int
+    all_pixels: ConfusionMatrix = field(init=False)
+    tissue: ConfusionMatrix = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.all_pixels, self.tissue = ConfusionMatrix(self.num_classes), ConfusionMatrix(self.num_classes)
+
+    def update(self, target: np.ndarray, prediction: np.ndarray, tissue: np.ndarray) -> None:
+        """Add one image: H x W class ids (truth, prediction) and its H x W bool tissue mask."""
+        self.all_pixels.update(target, prediction)
+        self.tissue.update(target, prediction, valid=tissue)
+
+    def summary(self, class_names: list[str] | None = None, prefix: str = "") -> dict[str, Any]:
+        return {**self.all_pixels.summary(class_names, prefix),
+                **self.tissue.summary(class_names, prefix + TISSUE_PREFIX)}
 
 
 def classification_summary(

@@ -30,7 +30,8 @@ from segclass.grid import GridPoint
 #: Bump when a code change alters what a trial computes (metrics, weights), so
 #: runs of the old code are not counted as finished for the new one.
 #: 3: S+C keeps N - floor(sN) classification patches (the Fig. 5 caption), not floor((1 - s)N).
-RESULT_VERSION = 3
+#: 4: val/test images are predicted as segclass.predict does (glass is class 0; tissue_ extras added).
+RESULT_VERSION = 4
 
 KEY_TAG = "segclass.grid_key"
 IDENTITY_TAG = "segclass.identity"

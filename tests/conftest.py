@@ -40,3 +40,14 @@ def tiny_data(tiny_cache: Path):
     from segclass.data.shards import read_cache
 
     return read_cache(tiny_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_data, tmp_path_factory: pytest.TempPathFactory):
+    """A one-epoch S+C model of the tiny dataset: (its checkpoint.pt, the trainer's final report)."""
+    from segclass.config import TrainConfig
+    from segclass.trainer import train
+
+    run_dir = tmp_path_factory.mktemp("trained")
+    report = train(TrainConfig(mode="S+C", seg_fraction=0.5, epochs=1, batch_size=4), tiny_data, run_dir=run_dir)
+    return run_dir / "checkpoint.pt", report

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score
 
-from segclass.config import TrainConfig
-from segclass.evaluation import predict_logits
+from segclass.data.arrays import EvalImage
+from segclass.evaluation import predict_eval_image
 from segclass.predict.__main__ import build_parser, main
-from segclass.preprocess.foreground import foreground_mask
+from segclass.preprocess.foreground import Foreground, foreground_mask
 from segclass.preprocess.stain import StainNormalizer
 from segclass.slide import read_image, read_mask, write_pyramidal_tiff
 from segclass.trained import export_model, load_model
@@ -26,12 +26,8 @@ SLIDE_MPP = 4.0  # synthetic level 0: 2.5x, so 1.25x is a downsample of 2 and 8 
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_data, tmp_path_factory) -> Path:
-    from segclass.trainer import train
-
-    run_dir = tmp_path_factory.mktemp("trained")
-    train(TrainConfig(mode="S+C", seg_fraction=0.5, epochs=1, batch_size=4), tiny_data, run_dir=run_dir)
-    return run_dir / "checkpoint.pt"
+def checkpoint(tiny_trained) -> Path:
+    return tiny_trained[0]
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +41,12 @@ def _run(capsys, *args) -> tuple[int, str]:
 
 
 def _expected_mask(checkpoint: Path, rgb: np.ndarray) -> np.ndarray:
-    """What the evaluation code predicts for the whole image, with the predictor's background rule."""
+    """The whole image in memory: stains normalized and tissue found on all of it at once, then evaluation's path."""
     trained = load_model(checkpoint)
     stains = StainNormalizer.from_state(trained.preprocessing["stain_reference"])
-    logits = predict_logits(trained.model, stains.normalize(rgb), trained.patch_size, trained.eval_stride)
-    expected = logits.argmax(0).numpy().astype(np.uint8)
-    expected[~foreground_mask(rgb)] = 0
-    return expected
+    item = EvalImage("whole", stains.normalize(rgb), np.zeros(rgb.shape[:2], np.uint8),
+                     Foreground(foreground_mask(rgb), 1.0))
+    return predict_eval_image(trained.model, item, trained.num_classes, trained.patch_size, trained.eval_stride)[0]
 
 
 def test_help_explains_every_flag():
@@ -133,7 +128,6 @@ def test_tissue_found_on_a_thumbnail_when_the_image_is_large(checkpoint, slide, 
     """Tissue detection runs on a capped thumbnail; the mask is 0 wherever that thumbnail says glass."""
     from segclass.predict.run import PredictOptions, predict_image
     from segclass.predict.regions import open_regions
-    from segclass.predict.sliding import Foreground
 
     trained = load_model(checkpoint)
     options = PredictOptions(out_dir=tmp_path, foreground_max_pixels=8000, progress=False)

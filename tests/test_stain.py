@@ -93,3 +93,16 @@ def test_fitted_reference_round_trips_and_slide_wide_stains_match_per_image_norm
     assert np.abs(mapped.astype(int) - expected).max() <= 1
     with pytest.raises(StainNormalizationError, match="too little tissue"):
         estimate_stains(np.full((64, 64, 3), 250, np.uint8), "blank.png")
+
+
+def test_mapping_with_slide_wide_stains_is_pixel_by_pixel():
+    """Bands of any height map to exactly the whole image's pixels: predict (bands) equals the build (whole)."""
+    from segclass.preprocess.stain import estimate_stains
+
+    normalizer = StainNormalizer().fit(_synthetic(1), "reference")
+    image = _synthetic(6)
+    stains = estimate_stains(image, "synthetic")
+    whole = normalizer.normalize_with(image, stains)
+    cuts = [0, 1, 37, 38, 200, len(image)]
+    bands = [normalizer.normalize_with(image[top:bottom], stains) for top, bottom in zip(cuts, cuts[1:])]
+    assert np.array_equal(np.concatenate(bands), whole)

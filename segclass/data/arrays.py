@@ -7,15 +7,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segclass.errors import DatasetError
+from segclass.preprocess.foreground import Foreground
 
 
 @dataclass(frozen=True)
 class EvalImage:
-    """A whole validation or test image, evaluated by sliding windows."""
+    """A whole validation or test image, evaluated by sliding windows as `segclass.predict` predicts it."""
 
     name: str
-    rgb: np.ndarray  # H x W x 3 uint8
+    rgb: np.ndarray  # H x W x 3 uint8 at the working resolution; stain-normalized by the build when it normalizes
     mask: np.ndarray  # H x W uint8 class ids
+    # where predict finds tissue on this image (recorded by the build); None: found on `rgb` when evaluated
+    tissue: Foreground | None = None
+    source: str = ""  # the file read at the working resolution, when there is one (predict runs on it)
 
 
 @dataclass(frozen=True)

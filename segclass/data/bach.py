@@ -99,7 +99,7 @@ def read_slide_with_mask(slide: Path, params) -> EvalImage:
         raise DatasetError(f"slide {slide} has no annotation {xml}; BACH WSIs come with A##.xml beside them")
     image = read_image(slide, params.magnification)
     mask = rasterize(parse_annotations(xml), image.rgb.shape[:2], image.downsample)
-    return EvalImage(slide.stem, image.rgb, mask)
+    return EvalImage(slide.stem, image.rgb, mask, source=str(slide))
 
 
 def read_photo_labels(photos: Path) -> dict[Path, int]:

@@ -1,5 +1,12 @@
 """Build a dataset's shard cache: adapter -> foreground filter -> stain normalization -> shards.
 
+Validation and test images are prepared the way `segclass.predict` prepares
+a slide (`segclass.predict.survey`, on the file they were read from when
+there is one): their tissue is found on a thumbnail and recorded with them,
+and their stains are mapped to the training reference with the thumbnail's
+stain estimate. Evaluation during training then predicts exactly what
+predict does on the same file.
+
 A build is keyed by a fingerprint of the source files (paths, sizes, mtimes),
 the build parameters and the cache format. Rebuilding with the same inputs is
 a no-op; changing any of them rebuilds into a fresh folder that replaces the
@@ -121,8 +128,7 @@ def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: Bui
     report = BuildReport()
     arrays = adapters[dataset](root, params, report)
     _check_classes(arrays, report)
-    if params.stain_normalize:
-        arrays = normalize_stains(arrays, report)
+    arrays = prepare_images(arrays, params, report)
     patches = len(arrays.seg_labels) + len(arrays.cls_labels)
     seconds = time.perf_counter() - started
     write_cache(arrays, out_dir, params.to_dict(), expected, extra={
@@ -155,43 +161,75 @@ def _check_classes(arrays: DatasetArrays, report: BuildReport) -> None:
             report.notes.append(f"{arrays.name}: no {kind} patches of class(es) {', '.join(empty)}")
 
 
-def normalize_stains(arrays: DatasetArrays, report: BuildReport) -> DatasetArrays:
-    """Macenko-normalize every patch and evaluation image to one training reference."""
+def prepare_images(arrays: DatasetArrays, params: BuildParams, report: BuildReport) -> DatasetArrays:
+    """Macenko-normalize every patch to one training reference; prepare evaluation images as predict would.
+
+    Each patch is mapped with its own stain estimate. Each validation and
+    test image gets the tissue and the stain mapping `segclass.predict` would
+    give its file (`_prepare_for_evaluation`); without stain normalization
+    (`params.stain_normalize` off) only the tissue.
+    """
     from tqdm import tqdm
 
     from segclass.preprocess.stain import StainNormalizer, pick_reference
 
     candidates = list(arrays.seg_images) or list(arrays.cls_images)
-    if not candidates:
-        return arrays
-    reference = pick_reference(candidates)
-    source = "seg" if len(arrays.seg_images) else "cls"
-    normalizer = StainNormalizer().fit(candidates[reference], f"{source} patch #{reference}")
+    normalizer = None
+    if params.stain_normalize and candidates:
+        reference = pick_reference(candidates)
+        source = "seg" if len(arrays.seg_images) else "cls"
+        normalizer = StainNormalizer().fit(candidates[reference], f"{source} patch #{reference}")
     bar = tqdm(total=len(arrays.seg_images) + len(arrays.cls_images) + len(arrays.val) + len(arrays.test),
-               desc="stain normalization", unit="img", leave=False, disable=None)
+               desc="stain normalization" if normalizer else "tissue of evaluation images", unit="img", leave=False,
+               disable=None)
 
     def many(images: np.ndarray, prefix: str) -> np.ndarray:
-        out = normalizer.normalize_many(images, [f"{prefix} #{i}" for i in range(len(images))]) if len(images) else images
+        if normalizer is None or not len(images):
+            out = images
+        else:
+            out = normalizer.normalize_many(images, [f"{prefix} #{i}" for i in range(len(images))])
         bar.update(len(images))
         return out
 
     def whole(items: tuple[EvalImage, ...]) -> tuple[EvalImage, ...]:
-        out = []
-        for item in items:
-            normalized = many(item.rgb[None], item.name)[0]
-            out.append(EvalImage(item.name, normalized, item.mask))
-        return tuple(out)
+        out = tuple(_prepare_for_evaluation(item, params, normalizer) for item in items)
+        bar.update(len(items))
+        return out
 
     result = dataclasses.replace(
         arrays, seg_images=many(arrays.seg_images, "seg patch"), cls_images=many(arrays.cls_images, "cls patch"),
         val=whole(arrays.val), test=whole(arrays.test),
     )
     bar.close()
-    report.stain = normalizer.report()
-    report.stain_reference = normalizer.state()
-    if normalizer.failures:
-        report.notes.append(
-            f"stain normalization failed for {len(normalizer.failures)} of {normalizer.attempts} images "
-            f"(kept unnormalized), e.g. {', '.join(normalizer.failures[:5])}"
-        )
+    if normalizer is not None:
+        report.stain = normalizer.report()
+        report.stain_reference = normalizer.state()
+        if normalizer.failures:
+            report.notes.append(
+                f"stain normalization failed for {len(normalizer.failures)} of {normalizer.attempts} images "
+                f"(kept unnormalized), e.g. {', '.join(normalizer.failures[:5])}"
+            )
     return result
+
+
+def _prepare_for_evaluation(item: EvalImage, params: BuildParams, normalizer) -> EvalImage:
+    """`item` with the tissue and the colours `segclass.predict` would give it (see the module docstring)."""
+    from segclass.predict.regions import MemoryRegions, open_regions
+    from segclass.predict.survey import survey
+
+    regions = open_regions(item.source, params.magnification) if item.source else MemoryRegions(item.rgb)
+    with regions:
+        if regions.size != (item.rgb.shape[1], item.rgb.shape[0]):
+            raise DatasetError(f"{item.source} reads as {regions.size[0]}x{regions.size[1]} at "
+                               f"{params.magnification}x but was loaded as {item.rgb.shape[1]}x{item.rgb.shape[0]}")
+        seen = survey(regions, params.saturation_threshold, params.opening_radius, stains=normalizer is not None,
+                      name=item.name)
+    rgb = item.rgb
+    if normalizer is not None:
+        normalizer.attempts += 1
+        if seen.stains is None:
+            normalizer.failures.append(item.name)
+            log.debug("%s", seen.stain_error)
+        else:
+            rgb = normalizer.normalize_with(item.rgb, seen.stains)
+    return dataclasses.replace(item, rgb=rgb, tissue=seen.tissue)

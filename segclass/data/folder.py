@@ -72,7 +72,7 @@ def load_eval_image(image_path: Path, mask_path: Path, num_classes: int, magnifi
             f"mask {mask_path} holds class id {int(mask.max())} but classes.txt names {num_classes} classes; "
             "masks must hold class ids 0..C-1"
         )
-    return EvalImage(image_path.stem, image.rgb, mask)
+    return EvalImage(image_path.stem, image.rgb, mask, source=str(image_path))
 
 
 def load_folder_dataset(root: Path, params, report, name: str = "folder") -> DatasetArrays:

@@ -11,7 +11,9 @@ a cache folder:
                                labels (N,) i2, source (N,) str, coords (N,2) i4
                                (top, left at the working magnification); attrs split, kind
     val.h5, test.h5            whole evaluation images: one group per image with
-                               rgb (H,W,3) u1 and mask (H,W) u1; attr name
+                               rgb (H,W,3) u1, mask (H,W) u1 and tissue (h,w) u1 (the
+                               foreground predict finds, on a thumbnail at attr
+                               tissue_scale); attrs name, source (the file read)
 
 Writing goes into a temporary sibling folder that is renamed into place at the
 end, so an interrupted build never leaves a cache that looks complete.
@@ -33,8 +35,11 @@ import numpy as np
 import segclass
 from segclass.data.arrays import DatasetArrays, EvalImage
 from segclass.errors import DatasetError
+from segclass.preprocess.foreground import Foreground
 
-FORMAT_VERSION = 2  # 2: manifest records the preprocessing (stain reference) models need
+#: 2: manifest records the preprocessing (stain reference) models need.
+#: 3: evaluation images carry predict's tissue mask and predict's stain mapping.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 SHARD_ROWS = 1024
 #: Rows per HDF5 chunk: one patch, so a random batch decompresses only its own rows.
@@ -88,9 +93,13 @@ def write_cache(arrays: DatasetArrays, out_dir: str | Path, build_params: dict[s
                 h5.attrs.update(split=split, kind="image", format_version=FORMAT_VERSION)
                 for index, item in enumerate(items):
                     group = h5.create_group(f"{index:05d}")
-                    group.attrs["name"] = item.name
+                    group.attrs.update(name=item.name, source=item.source)
                     group.create_dataset("rgb", data=item.rgb, chunks=True, compression="lzf")
                     group.create_dataset("mask", data=item.mask, chunks=True, compression="lzf")
+                    if item.tissue is not None:
+                        group.attrs["tissue_scale"] = item.tissue.scale
+                        group.create_dataset("tissue", data=item.tissue.mask.astype(np.uint8), chunks=True,
+                                             compression="lzf")
             files.append({"file": name, "split": split, "kind": "image", "rows": len(items)})
         for entry in files:
             entry["sha256"] = sha256_of(staging / entry["file"])
@@ -211,9 +220,7 @@ def read_cache(cache_dir: str | Path, verify: bool = True) -> DatasetArrays:
             with h5py.File(path, "r") as h5:
                 if entry["kind"] == "image":
                     for key in sorted(h5):
-                        group = h5[key]
-                        evaluation[entry["split"]].append(
-                            EvalImage(str(group.attrs["name"]), group["rgb"][()], group["mask"][()]))
+                        evaluation[entry["split"]].append(_eval_image(h5[key]))
                     continue
                 part = parts[entry["kind"]]
                 for key in ("images", "masks", "labels", "coords"):
@@ -247,6 +254,14 @@ def read_cache(cache_dir: str | Path, verify: bool = True) -> DatasetArrays:
     )
     arrays.validate()
     return arrays
+
+
+def _eval_image(group) -> EvalImage:
+    tissue = None
+    if "tissue" in group:
+        tissue = Foreground(group["tissue"][()].astype(bool), float(group.attrs["tissue_scale"]))
+    return EvalImage(str(group.attrs["name"]), group["rgb"][()], group["mask"][()], tissue,
+                     str(group.attrs.get("source", "")))
 
 
 class ShardReader:

@@ -5,7 +5,9 @@ magnification, or a slide of a tissue microarray, need not: the predictor
 therefore asks for horizontal bands of rows only. A `SlideRegions` reads each
 band through `segclass.slide.SlideReader`, which gives exactly the pixels of a
 whole-slide `read_image` at the same magnification. Plain images are decoded
-whole (PIL cannot decode a PNG partially) and sliced.
+whole (PIL cannot decode a PNG partially) and sliced, as are images already
+in memory (`MemoryRegions`: how evaluation feeds its validation and test
+images to the same predictor).
 """
 
 from __future__ import annotations
@@ -61,15 +63,16 @@ class SlideRegions(SlideReader, Regions):
         return self.read_level(self.level_for(self.downsample / scale), size, 0, size[1]), scale
 
 
-class ArrayRegions(Regions):
-    """A plain image (PNG, JPEG, plain TIFF) decoded once, at native resolution or `scale`."""
+class MemoryRegions(Regions):
+    """An image already in memory at the working resolution (evaluation's validation and test images)."""
 
-    def __init__(self, path: Path, scale: float | None) -> None:
-        loaded = read_image(path, scale=scale)
-        self.path, self.is_slide = path, False
-        self._rgb = loaded.rgb
-        self.size = (loaded.rgb.shape[1], loaded.rgb.shape[0])
-        self.downsample, self.mpp = loaded.downsample, loaded.mpp
+    is_slide = False
+
+    def __init__(self, rgb: np.ndarray, path: Path = Path("<memory>"), downsample: float = 1.0,
+                 mpp: float | None = None) -> None:
+        self.path, self._rgb = path, rgb
+        self.size = (rgb.shape[1], rgb.shape[0])
+        self.downsample, self.mpp = downsample, mpp
 
     def read_rows(self, top: int, bottom: int) -> np.ndarray:
         return self._rgb[top:bottom]
@@ -80,6 +83,14 @@ class ArrayRegions(Regions):
             return self._rgb, 1.0
         size = (max(1, round(self.size[0] * scale)), max(1, round(self.size[1] * scale)))
         return np.asarray(Image.fromarray(self._rgb).resize(size, Image.LANCZOS)), scale
+
+
+class ArrayRegions(MemoryRegions):
+    """A plain image (PNG, JPEG, plain TIFF) decoded once, at native resolution or `scale`."""
+
+    def __init__(self, path: Path, scale: float | None) -> None:
+        loaded = read_image(path, scale=scale)
+        super().__init__(loaded.rgb, path, loaded.downsample, loaded.mpp)
 
 
 def open_regions(path: str | Path, magnification: float, scale: float | None = None) -> Regions:

@@ -21,7 +21,8 @@ from segclass.errors import SegclassError
 from segclass.files import atomic_write
 from segclass.predict import outputs
 from segclass.predict.regions import Regions, open_regions
-from segclass.predict.sliding import Foreground, predict_mask
+from segclass.predict.sliding import BATCH_SIZE, predict_mask
+from segclass.predict.survey import THUMBNAIL_MAX_PIXELS, Survey, survey
 from segclass.predict.truth import load_truth
 from segclass.trained import TrainedModel
 
@@ -37,14 +38,15 @@ class PredictOptions:
     out_dir: Path
     scale: float | None = None  # output pixels per level-0 pixel; overrides the slide's metadata
     magnification: float | None = None  # None: the magnification the model was trained at
-    batch_size: int = 32  # windows per forward pass
+    batch_size: int = BATCH_SIZE  # windows per forward pass
     stride: int | None = None  # None: the model's evaluation stride (half a patch)
     device: str | None = None  # None: cuda when available, else cpu
     tiff: str = "auto"  # pyramidal TIFF mask: auto (when larger than tiff_min_side), always, never
     tiff_min_side: int = 4096
     thumbnail_side: int = 1024  # longest side of overlay and comparison figures
     stain_normalize: bool = True  # map stains to the model's training reference (when it has one)
-    foreground_max_pixels: int = 1 << 20  # tissue detection and stain estimation run on a thumbnail this large at most
+    # tissue detection and stain estimation run on a thumbnail this large at most
+    foreground_max_pixels: int = THUMBNAIL_MAX_PIXELS
     progress: bool = True
 
 
@@ -54,31 +56,23 @@ class Failure:
     error: str
 
 
-def _foreground(thumbnail: np.ndarray, scale: float, preprocessing: dict[str, Any]) -> Foreground:
-    """The training pipeline's tissue mask, on a thumbnail (the opening radius scales with it)."""
-    from segclass.preprocess.foreground import foreground_mask
-
-    radius = int(preprocessing["opening_radius"])
-    radius = max(1, round(radius * scale)) if radius > 0 else 0
-    return Foreground(foreground_mask(thumbnail, float(preprocessing["saturation_threshold"]), radius), scale)
+def _wants_stains(trained: TrainedModel, options: PredictOptions) -> bool:
+    return options.stain_normalize and bool(trained.preprocessing.get("stain_reference"))
 
 
-def _stain_transform(trained: TrainedModel, thumbnail: np.ndarray, name: str, options: PredictOptions):
+def _stain_transform(trained: TrainedModel, seen: Survey, options: PredictOptions):
     """Band transform to the model's stain reference, and a note of what was done."""
-    from segclass.preprocess.stain import StainNormalizationError, StainNormalizer, estimate_stains
+    from segclass.preprocess.stain import StainNormalizer
 
-    reference = trained.preprocessing.get("stain_reference")
     if not options.stain_normalize:
         return None, "off (--no-stain-normalize)"
-    if not reference:
+    if not trained.preprocessing.get("stain_reference"):
         return None, "off (the model file records no stain reference: trained without normalization)"
-    normalizer = StainNormalizer.from_state(reference)
-    try:
-        source = estimate_stains(thumbnail, name)
-    except StainNormalizationError as exc:
-        log.warning("%s; predicting on unnormalized colours", exc)
-        return None, f"failed, unnormalized: {exc}"
-    return (lambda band: normalizer.normalize_with(band, source)), "macenko to the training reference"
+    if seen.stains is None:
+        log.warning("%s; predicting on unnormalized colours", seen.stain_error)
+        return None, f"failed, unnormalized: {seen.stain_error}"
+    normalizer = StainNormalizer.from_state(trained.preprocessing["stain_reference"])
+    return (lambda band: normalizer.normalize_with(band, seen.stains)), "macenko to the training reference"
 
 
 def predict_image(trained: TrainedModel, path: Path, options: PredictOptions, name: str,
@@ -86,16 +80,17 @@ def predict_image(trained: TrainedModel, path: Path, options: PredictOptions, na
     """Predict `path`, write its outputs under `options.out_dir` as `name`_*, return its summary."""
     from tqdm import tqdm
 
-    from segclass.metrics import ConfusionMatrix
+    from segclass.metrics import PixelScores
     from segclass.trainer import pick_device
 
     device = pick_device(options.device)
     magnification = options.magnification or trained.magnification
     started = time.perf_counter()
     with open_regions(path, magnification, options.scale) as regions:
-        thumbnail, scale = regions.thumbnail(options.foreground_max_pixels)
-        foreground = _foreground(thumbnail, scale, trained.preprocessing)
-        transform, stain_note = _stain_transform(trained, thumbnail, str(path), options)
+        seen = survey(regions, trained.preprocessing["saturation_threshold"], trained.preprocessing["opening_radius"],
+                      options.foreground_max_pixels, _wants_stains(trained, options), str(path))
+        thumbnail, foreground = seen.thumbnail, seen.tissue
+        transform, stain_note = _stain_transform(trained, seen, options)
         with tqdm(desc=path.name, unit="tile", leave=False, disable=None if options.progress else True) as bar:
             mask, stats = predict_mask(
                 trained.model.to(device), regions, foreground, trained.num_classes, trained.patch_size,
@@ -117,9 +112,9 @@ def predict_image(trained: TrainedModel, path: Path, options: PredictOptions, na
     summary["areas"] = areas
     if truth_path is not None:
         truth = load_truth(truth_path, regions.size, summary["downsample"], trained.class_names)
-        matrix = ConfusionMatrix(trained.num_classes)
-        matrix.update(truth, mask)
-        metrics = matrix.summary(list(trained.class_names))
+        scores = PixelScores(trained.num_classes)
+        scores.update(truth, mask, foreground.rows(0, mask.shape[0], mask.shape[1]))
+        metrics = scores.summary(list(trained.class_names))
         summary.update(truth=str(truth_path), metrics=metrics)
         files.append(outputs.comparison_figure(
             out / f"{name}_comparison.png", shown, outputs.shrink_mask(truth, shown_mask.shape[::-1]), shown_mask,
@@ -201,7 +196,7 @@ def write_index(path: Path, results: list[dict[str, Any]], failures: list[Failur
         row["error"] = ""
         for area in result["areas"]:
             row[f"tissue_share_{area['class_name']}"] = area["tissue_share"]
-        for key in ("macro_f1", "paper_micro_f1", "pixel_accuracy", "mean_iou"):
+        for key in ("macro_f1", "paper_micro_f1", "pixel_accuracy", "mean_iou", "tissue_macro_f1"):
             row[key] = result.get("metrics", {}).get(key, "")
         rows.append(row)
     rows += [{"input": failure.input, "status": "failed", "error": failure.error} for failure in failures]

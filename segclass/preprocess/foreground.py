@@ -5,9 +5,15 @@ stained and so saturated: pixels below 10% of the maximum saturation are
 background. Holes are filled because ducts surrounded by stroma can be the
 regions of interest (DCIS lumens), then an opening removes salt-and-pepper
 specks. Patches with less than 75% foreground are dropped.
+
+`Foreground` is that mask found on a whole image's thumbnail and looked up
+at full resolution: how prediction, and evaluation with it, decide which
+pixels are tissue without holding a whole slide's mask at full size.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -45,3 +51,28 @@ def window_fractions(mask: np.ndarray, size: int) -> np.ndarray:
     table = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     sums = table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
     return sums / float(size * size)
+
+
+@dataclass(frozen=True)
+class Foreground:
+    """A tissue mask computed on a thumbnail, looked up at full resolution by nearest neighbour."""
+
+    mask: np.ndarray  # h x w bool, at `scale` of the working resolution
+    scale: float
+
+    @classmethod
+    def of_thumbnail(cls, thumbnail: np.ndarray, scale: float, threshold: float = SATURATION_THRESHOLD,
+                     opening_radius: int = OPENING_RADIUS) -> "Foreground":
+        """The training pipeline's tissue mask on a thumbnail at `scale`; the opening radius shrinks with it."""
+        radius = max(1, round(opening_radius * scale)) if opening_radius > 0 else 0
+        return cls(foreground_mask(thumbnail, threshold, radius), scale)
+
+    def rows(self, top: int, bottom: int, width: int) -> np.ndarray:
+        """(bottom - top) x width bool; rows or columns past the thumbnail are background."""
+        height_small, width_small = self.mask.shape
+        row_index = np.floor((np.arange(top, bottom) + 0.5) * self.scale).astype(np.int64)
+        col_index = np.floor((np.arange(width) + 0.5) * self.scale).astype(np.int64)
+        rows_ok, cols_ok = row_index < height_small, col_index < width_small
+        out = np.zeros((bottom - top, width), bool)
+        out[np.ix_(rows_ok, cols_ok)] = self.mask[np.ix_(row_index[rows_ok], col_index[cols_ok])]
+        return out

@@ -95,16 +95,24 @@ class StainNormalizer:
     def normalize_with(self, rgb: np.ndarray, source: "SourceStains") -> np.ndarray:
         """Map `rgb` to the reference using stain vectors estimated elsewhere (the whole slide).
 
-        The same algebra as torchstain's Macenko `normalize`, minus its per-image estimate.
+        The algebra of torchstain's Macenko `normalize`, minus its per-image
+        estimate, written pixel by pixel (the 2 x 3 pseudo-inverse instead of
+        a least-squares solve over all pixels at once): each output pixel then
+        depends on its input pixel alone, so a slide mapped band by band
+        (prediction) equals the same image mapped whole (the data build).
         """
         if not self._fitted:
             raise StainNormalizationError("StainNormalizer.fit must be called with a reference image first")
         height, width, _ = rgb.shape
-        optical_density = -np.log((rgb.reshape(-1, 3).astype(np.float64) + 1) / LIGHT_INTENSITY)
-        concentrations = np.linalg.lstsq(source.stain_matrix, optical_density.T, rcond=None)[0]
-        concentrations /= (source.max_concentrations / self._macenko.maxCRef)[:, None]
-        out = np.minimum(LIGHT_INTENSITY * np.exp(-self._macenko.HERef @ concentrations), 255)
-        return out.T.reshape(height, width, 3).astype(np.uint8)
+        density = -np.log((rgb.reshape(-1, 3).astype(np.float64) + 1) / LIGHT_INTENSITY)
+        unmix = np.linalg.pinv(source.stain_matrix)  # 2 x 3: optical density -> concentrations
+        scale = source.max_concentrations / self._macenko.maxCRef
+        hema, eosin = (sum(unmix[k, c] * density[:, c] for c in range(3)) / scale[k] for k in range(2))
+        out = np.empty((height * width, 3), np.uint8)
+        for channel in range(3):
+            mixed = self._macenko.HERef[channel, 0] * hema + self._macenko.HERef[channel, 1] * eosin
+            out[:, channel] = np.minimum(LIGHT_INTENSITY * np.exp(-mixed), 255)
+        return out.reshape(height, width, 3)
 
     def normalize_many(self, images: np.ndarray, names: list[str] | None = None) -> np.ndarray:
         """Normalize a stack; images that fail are kept as they are and recorded in `failures`."""

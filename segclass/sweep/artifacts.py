@@ -61,7 +61,7 @@ def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str
 
 def trial_artifacts(report: dict[str, Any], checkpoint_path: Path, test_images) -> dict[str, bytes]:
     """Files for the trial's MLflow run: model, confusion matrices, sample predicted masks."""
-    from segclass.evaluation import predict_logits
+    from segclass.evaluation import predict_eval_image
     from segclass.trained import export_model, load_model
 
     names = report["class_names"]
@@ -72,8 +72,9 @@ def trial_artifacts(report: dict[str, Any], checkpoint_path: Path, test_images) 
             files[f"{key}.json"] = json.dumps({"class_names": names, "matrix": report[key]}).encode()
             files[f"{key}.png"] = confusion_figure(report[key], names, title)
     for item in list(test_images)[:MAX_SAMPLES]:
-        prediction = predict_logits(trained.model, item.rgb, report["patch_size"], report["eval_stride"]).argmax(0).numpy()
-        files[f"masks/{item.name}_pred.png"] = _png(_shrink(prediction.astype(np.uint8), nearest=True))
+        prediction, _ = predict_eval_image(trained.model, item, trained.num_classes, report["patch_size"],
+                                           report["eval_stride"])
+        files[f"masks/{item.name}_pred.png"] = _png(_shrink(prediction, nearest=True))
         files[f"masks/{item.name}_truth.png"] = _png(_shrink(item.mask, nearest=True))
         files[f"masks/{item.name}_image.png"] = _png(_shrink(item.rgb, nearest=False))
     return files

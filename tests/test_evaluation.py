@@ -1,0 +1,82 @@
+"""Evaluation during training is `segclass.predict` on the same file: one sliding window, one tissue rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segclass.config import ModelConfig
+from segclass.data.arrays import EvalImage
+from segclass.evaluation import evaluate_images, predict_eval_image
+from segclass.model import build_model
+from segclass.predict.__main__ import main
+from segclass.predict.regions import MemoryRegions
+from segclass.predict.sliding import predict_mask, window_logits, window_starts
+from segclass.preprocess.foreground import Foreground, foreground_mask
+from segclass.trained import load_model
+
+
+def test_trainer_test_metrics_equal_predict_metrics_on_the_source_file(tiny_trained, tiny_data, tiny_root, tmp_path,
+                                                                        capsys):
+    checkpoint, report = tiny_trained  # last-epoch weights, the ones the report's test_* metrics describe
+    (item,) = tiny_data.test
+    source = tiny_root / "test" / "images" / f"{item.name}.tiff"
+    assert item.source == str(source)
+    truth = tiny_root / "test" / "masks" / f"{item.name}.png"  # level 0: twice the working size
+    code = main([str(source), "--checkpoint", str(checkpoint), "--out", str(tmp_path), "--mask", str(truth), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    predicted = json.loads((tmp_path / f"{item.name}.json").read_text())
+    assert predicted["stain_normalization"].startswith("macenko")
+
+    from_trainer = {key[len("test_"):]: value for key, value in report.items()
+                    if key.startswith("test_") and not key.startswith("test_best_")}
+    assert predicted["metrics"] == from_trainer  # identical, confusion matrices included
+    assert {"macro_f1", "paper_micro_f1", "tissue_macro_f1", "tissue_confusion_matrix"} <= set(from_trainer)
+    tissue_pixels = np.sum(from_trainer["tissue_confusion_matrix"])
+    assert 0 < tissue_pixels < np.sum(from_trainer["confusion_matrix"]), "the slide must hold glass and tissue"
+
+
+def test_glass_is_class_0_and_tissue_metrics_score_tissue_only(tiny_trained, tiny_data):
+    trained = load_model(tiny_trained[0])
+    item = tiny_data.val[0]
+    mask, tissue = predict_eval_image(trained.model, item, trained.num_classes)
+    assert tissue.any() and not tissue.all() and not mask[~tissue].any()
+    metrics = evaluate_images(trained.model, [item], trained.num_classes, trained.class_names, prefix="val_")
+    assert metrics["val_pixel_accuracy"] == pytest.approx((mask == item.mask).mean())
+    assert metrics["val_tissue_pixel_accuracy"] == pytest.approx((mask == item.mask)[tissue].mean())
+
+
+def test_image_without_recorded_tissue_gets_it_from_its_pixels(tiny_trained, tiny_data):
+    trained = load_model(tiny_trained[0])
+    recorded = tiny_data.val[0]
+    bare = EvalImage(recorded.name, recorded.rgb, recorded.mask)
+    mask, tissue = predict_eval_image(trained.model, bare, trained.num_classes)
+    assert np.array_equal(tissue, foreground_mask(recorded.rgb)) and not mask[~tissue].any()
+
+
+def _reference_average(model: torch.nn.Module, rgb: np.ndarray, patch: int, stride: int) -> np.ndarray:
+    """Every window through the network, logits averaged pixel by pixel: the definition, written plainly."""
+    height, width = rgb.shape[:2]
+    sums, counts = None, np.zeros((height, width))
+    for y in window_starts(height, patch, stride):
+        for x in window_starts(width, patch, stride):
+            logits = window_logits(model, rgb[None, y : y + patch, x : x + patch].copy()).numpy()[0]
+            sums = np.zeros((logits.shape[0], height, width)) if sums is None else sums
+            sums[:, y : y + patch, x : x + patch] += logits
+            counts[y : y + patch, x : x + patch] += 1
+    return (sums / counts).argmax(0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 32])
+def test_streamed_windows_average_like_the_definition(tiny_data, batch_size):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(num_classes=4)).eval()
+    rgb = np.ascontiguousarray(tiny_data.val[0].rgb[:200, :260])  # stride does not divide it: flush last windows
+    everywhere = Foreground(np.ones(rgb.shape[:2], bool), 1.0)
+    mask, stats = predict_mask(model, MemoryRegions(rgb, Path("crop")), everywhere, 4, 128, 64, batch_size)
+    assert stats.windows == stats.windows_total == 3 * 4
+    assert np.array_equal(mask, _reference_average(model, rgb, 128, 64))
