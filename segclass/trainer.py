@@ -298,7 +298,10 @@ def train(
     if config.study == "classification":
         report.update(evaluate_patches(model, data.cls_images[trial.cls_holdout], data.cls_labels[trial.cls_holdout],
                                        data.num_classes, device=target, prefix="holdout_cls_"))
-    if best_model is not None:
+    if best["epoch"] == config.epochs:  # the best weights are the last ones: the same scores, not a second pass
+        report.update({f"test_best_{key[len('test_'):]}": value for key, value in list(report.items())
+                       if key.startswith("test_")})
+    elif best_model is not None:
         last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(best_model)
         report.update(evaluate("test_best_", data.test))
