@@ -16,6 +16,7 @@ from mlflow.entities import Param
 
 from segclass.analysis.paper import paper_results, paper_table1
 from segclass.grid import GridPoint
+from segclass.sweep.artifacts import _png
 from segclass.sweep.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +30,6 @@ SEGMENTATION[("S+C", 1.0, 1)] = (0.78, 0.94)
 SEGMENTATION[("S", 0.10, 1)] = (0.60, 0.90)
 CLASSIFICATION = {("S2+C2", 0.5, 1): 0.80, ("S2+C2", 0.5, 2): 0.70, ("S2+C2", 0.1, 1): 0.40, ("S2+C2", 0.1, 2): 0.50,
                   ("S2*+C2", 0.1, 1): 0.30}
-
-
-def _png(array):
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _identity(point, **settings):
@@ -66,8 +61,9 @@ def log_runs(results, segmentation, classification, unfinished=True, **settings)
         prediction = truth.copy()
         prediction[:4] = 1 if mode == "S" else 0
         report = {"class_names": NAMES, "test_macro_f1": macro, "test_paper_micro_f1": micro}
-        _finish(tracker, identity, report, {"masks/slide_pred.png": _png(prediction),
-                                            "masks/slide_truth.png": _png(truth)}, results / "final" / identity.digest)
+        _finish(tracker, identity, report, {"masks/slide_pred.png": _png(prediction, len(NAMES)),
+                                            "masks/slide_truth.png": _png(truth, len(NAMES))},
+                results / "final" / identity.digest)
     for (mode, c, seed), accuracy in classification.items():
         identity = _identity(GridPoint("classification", "synthetic", mode, c, seed), **settings)
         tracker.start(identity, identity.params(), 0)
@@ -155,6 +151,15 @@ def test_figures_are_valid_png_and_svg_with_expected_panels(report_dir):
     assert index.index("comparison_synthetic_paper.png") < index.index("fig5_synthetic_paper_paper.png")
     svg_text = comparison.read_text()  # matplotlib writes each text as a comment above its glyphs
     assert "S+C (paper head)" in svg_text and "test macro F1 (%)" in svg_text
+
+
+def test_logged_masks_keep_class_ids_and_show_class_colours():
+    from segclass.palette import class_colours
+
+    mask = np.arange(16, dtype=np.uint8).reshape(4, 4) % len(NAMES)
+    image = Image.open(io.BytesIO(_png(mask, len(NAMES))))
+    assert image.mode == "P" and np.array_equal(np.asarray(image), mask)  # what the report reads back
+    assert np.array_equal(np.asarray(image.convert("RGB")), class_colours(len(NAMES))[mask])  # what a viewer shows
 
 
 def test_paper_numbers_transcribed():

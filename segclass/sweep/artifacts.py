@@ -21,9 +21,17 @@ MAX_SAMPLES = 2
 MODEL_ARTIFACT = "model.pt"
 
 
-def _png(array: np.ndarray) -> bytes:
+def _png(array: np.ndarray, num_classes: int | None = None) -> bytes:
+    """PNG bytes; a class-id mask (`num_classes` given) is a palette PNG: its pixel values stay the class ids
+    (what the report reads back), and the MLflow UI or any viewer shows them in the report's class colours."""
+    from segclass.palette import class_colours
+
+    image = Image.fromarray(array)
+    if num_classes is not None:
+        image = image.convert("P") if image.mode != "P" else image
+        image.putpalette(class_colours(num_classes).ravel().tolist())
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -74,7 +82,7 @@ def trial_artifacts(report: dict[str, Any], checkpoint_path: Path, test_images) 
     for item in list(test_images)[:MAX_SAMPLES]:
         prediction, _ = predict_eval_image(trained.model, item, trained.num_classes, report["patch_size"],
                                            report["eval_stride"])
-        files[f"masks/{item.name}_pred.png"] = _png(_shrink(prediction, nearest=True))
-        files[f"masks/{item.name}_truth.png"] = _png(_shrink(item.mask, nearest=True))
+        files[f"masks/{item.name}_pred.png"] = _png(_shrink(prediction, nearest=True), len(names))
+        files[f"masks/{item.name}_truth.png"] = _png(_shrink(item.mask, nearest=True), len(names))
         files[f"masks/{item.name}_image.png"] = _png(_shrink(item.rgb, nearest=False))
     return files
