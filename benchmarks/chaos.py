@@ -38,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from segclass.cli_help import HelpFormatter  # noqa: E402
 
 
 def session_pids(sid: int) -> list[int]:
@@ -162,10 +163,6 @@ def audit(work: Path, seeds: int, epochs: int, ledger: Path) -> dict:
         "epochs_trained": sum(trained.values()), "epochs_minimum": len(points) * epochs,
         "trials_resumed_from_checkpoint": len(resumed), "problems": problems,
     }
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The description as written, each flag's default shown."""
 
 
 def main(argv: list[str] | None = None) -> int:

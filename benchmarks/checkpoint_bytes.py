@@ -23,10 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The description as written, each flag's default shown."""
+from segclass.cli_help import HelpFormatter  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

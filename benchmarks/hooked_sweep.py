@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "sweeps"))
+from segclass.cli_help import HelpFormatter  # noqa: E402
 
 
 def make_hook(slow_epoch: float, fault_dir: str | None, ledger: str | None):
@@ -41,10 +42,6 @@ def make_hook(slow_epoch: float, fault_dir: str | None, ledger: str | None):
                 raise RuntimeError(f"fault injected after epoch {epoch} of {point.run_name}")
 
     return epoch_hook
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The description as written, each flag's default shown."""
 
 
 def main(argv: list[str] | None = None) -> int:

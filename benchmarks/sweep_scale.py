@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from segclass.cli_help import HelpFormatter  # noqa: E402
 POINTS_PER_SEED = 3 * 14 + 3 * 12  # the paper grid, both studies, per seed
 
 
@@ -87,10 +88,6 @@ def one_size(points: int, work: Path, cpus: int) -> dict:
             "rss_before_mib": round(rss_before / 1024, 1), "rss_after_mib": round(rss_after / 1024, 1),
             "peak_rss_mib": round(peak / 1024, 1), "kib_per_trial": round((rss_after - rss_before) / planned, 1),
             **{f"{k}_kib_per_trial": round((after[k] - before[k]) / planned, 1) for k in ("anon", "file", "shmem")}}
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The description as written, each flag's default shown."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,13 +113,13 @@ PRESETS: dict[str, Preset] = {
     ),
     "quick": Preset(
         name="quick",
-        description="synthetic data, S / S+C / S+C* at s = 5, 10, 25, 100%, 2 seeds, plus the released-code "
-                    "variant and the equal budget at s = 5%; random init (runs offline); about 13 minutes on a "
-                    "2-core machine",
-        epochs=5, seg_fractions=(0.05, 0.10, 0.25, 1.0), seeds=(1, 2),
-        extra_arms=(("S+C", 0.05, "released-code", "paper"), ("S+C*", 0.05, "released-code", "paper"),
-                    ("S", 0.05, "paper", "equal"), ("S+C", 0.05, "paper", "equal"),
-                    ("S+C*", 0.05, "paper", "equal")),
+        description="synthetic data at the equal budget (every trial 12 epochs of the same 12 iterations, so the "
+                    "comparison is about data, not steps): S at s = 5 and 100%, S+C at s = 5% with the paper's "
+                    "head and with the mean-softmax head, 2 seeds; random init (runs offline); about 18 minutes on "
+                    "a 2-core machine",
+        epochs=12, seg_modes=("S", "S+C"), seg_fractions=(0.05,), seeds=(1, 2), budgets=("equal",),
+        extra_arms=(("S", 1.0, "paper", "equal"), ("S+C", 0.05, "mean-softmax", "equal")),
+        checkpoint_every=4,
     ),
     "smoke": Preset(
         name="smoke",

@@ -16,16 +16,18 @@ from pathlib import Path
 
 from segclass.config import BUDGETS, MODES, VARIANTS, TrainConfig
 from segclass.errors import SegclassError
+from segclass.cli_help import HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m segclass.train",
         description="Train one segclass trial (one grid point) and print its final metrics as JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--dataset", default="synthetic",
-                        help="dataset name: 'synthetic' (generated on first use) or 'folder' (your own data, see README)")
+                        help="dataset name: 'synthetic' (generated on first use), 'bach', 'gleason2019', "
+                             "'digestpath2019' (their files under --data-root) or 'folder' (your own data, see README)")
     parser.add_argument("--data-root", default=None,
                         help="folder holding the dataset's files; default for synthetic: data_cache/synthetic/source")
     parser.add_argument("--mode", default="S+C", choices=MODES,

@@ -142,11 +142,12 @@ def test_grid_flags_narrow_the_extra_arms_too():
     quick = get_preset("quick")
     narrowed = narrow(quick, modes=("S",), fractions=(1.0,), seeds=(1, 2, 3))
     points = expand(narrowed)
-    assert {(p.mode, p.fraction, p.variant, p.budget) for p in points} == {("S", 1.0, "paper", "paper")}
+    assert {(p.mode, p.fraction, p.variant, p.budget) for p in points} == {("S", 1.0, "paper", "equal")}
     assert {p.seed for p in points} == {1, 2, 3}
     only_paper = expand(narrow(quick, variants=("paper",)))
-    assert {p.variant for p in only_paper} == {"paper"} and "equal" in {p.budget for p in only_paper}
+    assert {p.variant for p in only_paper} == {"paper"} and (1.0 in {p.fraction for p in only_paper})
     assert {p.budget for p in expand(narrow(quick, budgets=("paper",)))} == {"paper"}
+    assert {(p.mode, p.fraction) for p in expand(narrow(quick, budgets=("paper",)))} == {("S", 0.05), ("S+C", 0.05)}
     with pytest.raises(ConfigError, match="--fractions 200: s and c are percentages from 0 to 100"):
         narrow(quick, fractions=(2.0,))
     with pytest.raises(ConfigError, match="c is at most 50"):

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Callable
 
 from segclass.analysis.report import ReportOptions
+from segclass.cli_help import HelpFormatter
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    result = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    result = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     result.add_argument("--mlflow-uri", default=None,
                         help="MLflow tracking URI of the sweep; default: sqlite:///RESULTS/mlflow.db, as the sweep")
     result.add_argument("--results", default="results", help="the sweep's results folder (for the defaults)")

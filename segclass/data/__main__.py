@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from segclass.errors import SegclassError
+from segclass.cli_help import HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build a dataset's HDF5 shards (a no-op when already current)",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
     build.add_argument("dataset", choices=DATASET_NAMES, help="which adapter reads --root")
     build.add_argument("--root", default=None,
                        help="the dataset's files in their distributed layout (synthetic: generated here if missing; "

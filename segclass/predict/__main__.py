@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from segclass.errors import SegclassError
+from segclass.cli_help import HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "whole-slide images (anything OpenSlide reads) and plain images (PNG, JPEG, TIFF). The model's "
                     "magnification, patch size, stride, tissue-detection thresholds, stain reference and class "
                     "names come from its file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", metavar="SLIDE_OR_IMAGE",
                         help="slides or images to predict; a folder stands for the slides and images in it")

@@ -105,8 +105,7 @@ def predict_image(trained: TrainedModel, path: Path, options: PredictOptions, na
     files = outputs.write_mask(out, name, mask, summary["mpp"], tiff)
     files.append(outputs.write_areas(out, name, areas))
     shown, shown_tissue, shown_mask = _display(thumbnail, foreground.mask, mask, options.thumbnail_side)
-    title = f"{path.name}: {trained.config.get('mode', '?')} s={trained.config.get('seg_fraction', '?')} " \
-            f"seed {trained.config.get('seed', '?')} ({trained.weights} weights, epoch {trained.epoch})"
+    title = f"{path.name}: {_model_name(trained.config)} ({trained.weights} weights, epoch {trained.epoch})"
     files.append(outputs.overlay_figure(out / f"{name}_overlay.png", shown, shown_mask, shown_tissue,
                                         trained.class_names, areas, title))
     summary["areas"] = areas
@@ -139,6 +138,18 @@ def _describe(regions: Regions, path: Path, name: str, magnification: float, tra
         "patch_size": trained.patch_size, "stride": options.stride or trained.eval_stride,
         "batch_size": options.batch_size, "device": str(device), "stain_normalization": stain_note,
     }
+
+
+def _model_name(config: dict[str, Any]) -> str:
+    """The trial as sweeps name it, e.g. 'S+C s=5 seed=1 variant=mean-softmax budget=equal'."""
+    from segclass.config import CLASSIFICATION_MODES
+    from segclass.grid import GridPoint
+
+    mode = config.get("mode", "?")
+    study = "classification" if mode in CLASSIFICATION_MODES else "segmentation"
+    fraction = config.get("cls_fraction" if study == "classification" else "seg_fraction", 0.0)
+    return GridPoint(study, config.get("dataset", "?"), mode, float(fraction), int(config.get("seed", 0)),
+                     config.get("variant", "paper"), config.get("budget", "paper")).run_name
 
 
 def _resolution(summary: dict[str, Any]) -> str:

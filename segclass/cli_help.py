@@ -1,0 +1,20 @@
+"""One argparse help format for every command line of the project.
+
+Descriptions keep their line breaks (they hold example commands), and a flag's
+default is shown only when it says something: not when the help text already
+explains it, and not for "not given" values (None, False, an empty list).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, [], ()) or default is argparse.SUPPRESS
+                or action.option_strings == [] or isinstance(action, argparse._HelpAction)):
+            return text
+        return f"{text} (default: %(default)s)"
