@@ -48,6 +48,7 @@ def build_tables(runs: pd.DataFrame, options: ReportOptions) -> tuple[list[Path]
     seg_all, seg_summary = tables.segmentation_table(runs, planned)
     cls_all, cls_summary = tables.classification_table(runs, planned)
     out = options.out_dir / "tables"
+    out.mkdir(parents=True, exist_ok=True)
     files = []
     for name, summary, everything, what in (
         ("table_d5_segmentation", seg_summary, seg_all, "Table D.5 (ours): test F1 in percent, mean ± std over seeds; "
@@ -55,6 +56,8 @@ def build_tables(runs: pd.DataFrame, options: ReportOptions) -> tuple[list[Path]
         ("table_d4_classification", cls_summary, cls_all, "Table D.4 (ours): held-out classification accuracy in "
                                                             "percent; columns are c (%)"),
     ):
+        if summary.empty:  # a sweep without this study: no empty table to show
+            continue
         xs = [float(c) for c in everything.columns if c not in ("dataset", "variant", "budget", "mode", "metric")]
         paper_view = tables.wide_table(tables.default_view(summary), xs, planned,
                                        ["dataset", "variant", "budget", "mode", "metric"])
@@ -115,9 +118,9 @@ def build_report(options: ReportOptions) -> Report:
     figure_files = build_curves(seg_summary, cls_summary, options, init_labels(runs))
     class_names = _class_names(runs)
     sample_files = samples.plot_samples(runs, class_names, options.out_dir / "figures") if not runs.empty else []
-    confusion_files = confusion.write_confusion(confusion.confusion_rows(runs) if not runs.empty else [],
-                                                options.out_dir / "tables",
-                                                paper_table1() if options.with_paper else None)
+    rows = confusion.confusion_rows(runs) if not runs.empty else []
+    confusion_files = confusion.write_confusion(rows, options.out_dir / "tables",
+                                                paper_table1() if options.with_paper else None) if rows else []
     comparison = paper_comparison(seg_summary, cls_summary) if options.with_paper else []
     index = _write_index(options, runs, table_files, figure_files, sample_files, confusion_files, comparison)
     return Report(index, table_files + figure_files + sample_files + confusion_files, len(runs))

@@ -117,6 +117,7 @@ def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: Bui
         from segclass.synthetic import generate
 
         if not (root / "synthetic.json").is_file():
+            log.info("generating the synthetic H&E dataset into %s (once, about 20 s on 2 cores)", root)
             generate(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist; pass --root with the {dataset} files")
@@ -124,6 +125,7 @@ def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: Bui
     if cache_is_current(out_dir, expected):
         log.info("cache %s is up to date", out_dir)
         return out_dir
+    log.info("building the %s shard cache into %s (once per source and settings)", dataset, out_dir)
     started = time.perf_counter()
     report = BuildReport()
     arrays = adapters[dataset](root, params, report)
