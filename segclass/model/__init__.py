@@ -7,12 +7,18 @@
 """
 
 from segclass.model.encoder import ResNet18Encoder, load_pretrained_encoder, read_pretrained_state
-from segclass.model.heads import ClassificationHead, MaxPoolClassificationHead, SegmentationHead
+from segclass.model.heads import (
+    ClassificationHead,
+    MaxPoolClassificationHead,
+    MeanSoftmaxClassificationHead,
+    SegmentationHead,
+)
 from segclass.model.net import ModelOutput, SegClassNet, build_model
 
 __all__ = [
     "ClassificationHead",
     "MaxPoolClassificationHead",
+    "MeanSoftmaxClassificationHead",
     "ModelOutput",
     "ResNet18Encoder",
     "SegClassNet",
