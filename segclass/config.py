@@ -20,7 +20,9 @@ MODES = SEGMENTATION_MODES + CLASSIFICATION_MODES
 
 #: `paper`: heads as the paper describes them. `released-code`: what the authors'
 #: released code does (max-pooled class logits, pixel loss on constant masks).
-VARIANTS = ("paper", "released-code")
+#: `mean-softmax`: ours; class probabilities = the mean pixel softmax of the
+#: low-res logits (the patch's predicted class shares), no parameters.
+VARIANTS = ("paper", "released-code", "mean-softmax")
 
 #: `paper`: an epoch is one pass over the trial's own patches (as published).
 #: `equal`: every trial of a dataset runs the same number of iterations per epoch.

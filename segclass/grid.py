@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from segclass.config import CLASSIFICATION_MODES, SEGMENTATION_MODES, TrainConfig
+from segclass.config import BUDGETS, CLASSIFICATION_MODES, SEGMENTATION_MODES, VARIANTS, TrainConfig
 from segclass.errors import ConfigError
 
 #: s values of the segmentation study, as fractions (paper 3.3).
@@ -170,7 +170,7 @@ def narrow(preset: Preset, *, dataset: str | None = None, studies: tuple[str, ..
     no arm at s = 5%, `--variants paper` no released-code arm. Values are checked
     here, before any Ray or MLflow work, so a typo costs one line, not a sweep.
     """
-    _check_values(modes, fractions, seeds, epochs)
+    _check_values(modes, fractions, seeds, epochs, variants, budgets)
     arms = preset.extra_arms
     if modes is not None:
         arms = tuple(a for a in arms if a[0] in modes)
@@ -197,9 +197,13 @@ def narrow(preset: Preset, *, dataset: str | None = None, studies: tuple[str, ..
     return narrowed
 
 
-def _check_values(modes, fractions, seeds, epochs) -> None:
+def _check_values(modes, fractions, seeds, epochs, variants=None, budgets=None) -> None:
     if modes is not None and not modes:
         raise ConfigError("--modes needs at least one mode")
+    for flag, values, known in (("--variants", variants, VARIANTS), ("--budgets", budgets, BUDGETS)):
+        for value in values or ():
+            if value not in known:
+                raise ConfigError(f"{flag} {value}: choose from {', '.join(known)}")
     for fraction in fractions or ():
         if not 0.0 <= fraction <= 1.0:
             raise ConfigError(f"--fractions {percent(fraction)}: s and c are percentages from 0 to 100")

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1, help="fixes patch subsets, initial weights, batches and augmentation")
     parser.add_argument("--variant", default="paper", choices=VARIANTS,
                         help="'paper': classification head of Table A.3; 'released-code': class logits as the spatial "
-                             "max of the segmentation logits plus a pixel loss on classification patches")
+                             "max of the segmentation logits plus a pixel loss on classification patches; 'mean-softmax' (ours): "
+                             "class probabilities = mean pixel softmax of the segmentation logits")
     parser.add_argument("--budget", default="paper", choices=BUDGETS,
                         help="'paper': an epoch is one pass over the trial's own patches; 'equal': every trial of a "
                              "dataset runs the same iterations per epoch (compute-matched)")

@@ -33,7 +33,7 @@ from segclass.data.arrays import DatasetArrays
 from segclass.errors import CheckpointError, TrainingError
 from segclass.evaluation import evaluate_images, evaluate_patches
 from segclass.losses import class_weights, weighted_pixel_loss
-from segclass.model import SegClassNet, build_model, pretrained_name
+from segclass.model import ModelOutput, SegClassNet, build_model, pretrained_name
 from segclass.subsets import TrialPatches, patch_fractions, select_trial_patches
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,17 @@ def trial_class_weights(config: TrainConfig, data: DatasetArrays, trial: TrialPa
         pixels = config.patch_size * config.patch_size
         counts += np.bincount(data.cls_labels[trial.cls], minlength=data.num_classes) * pixels
     return class_weights(counts[: data.num_classes])
+
+
+def classification_terms(
+    config: TrainConfig, output: ModelOutput, labels: torch.Tensor, weights: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Loss terms of step 2 (classification patches) under the trial's variant."""
+    terms = {"loss_cls": F.cross_entropy(output.class_logits, labels)}
+    if config.variant == "released-code":  # the released code also fits a constant mask
+        constant = labels.view(-1, 1, 1).expand(-1, *output.mask_logits.shape[-2:])
+        terms["loss_cls_pixel"] = weighted_pixel_loss(output.mask_logits, constant, weights)
+    return terms
 
 
 class IndexCycler:
@@ -158,11 +169,7 @@ def train_one_epoch(
             if config.augment:
                 images, _ = augment(images, None, generator)
             labels = torch.from_numpy(data.cls_labels[index]).long().to(device)
-            output = model(normalize(images).to(device))
-            terms["loss_cls"] = F.cross_entropy(output.class_logits, labels)
-            if config.variant == "released-code":  # the released code also fits a constant mask
-                constant = labels.view(-1, 1, 1).expand(-1, *output.mask_logits.shape[-2:])
-                terms["loss_cls_pixel"] = weighted_pixel_loss(output.mask_logits, constant, weights)
+            terms.update(classification_terms(config, model(normalize(images).to(device)), labels, weights))
             images_seen += len(index)
         loss = sum(terms.values())
         if not torch.isfinite(loss):

@@ -154,6 +154,20 @@ def test_grid_flags_narrow_the_extra_arms_too():
         narrow(get_preset("paper"), fractions=(0.75,))
     with pytest.raises(ConfigError, match="--epochs 0"):
         narrow(quick, epochs=0)
+    with pytest.raises(ConfigError, match="--variants mean-max: choose from paper, released-code, mean-softmax"):
+        narrow(quick, variants=("mean-max",))
+
+
+def test_variants_flag_runs_our_variant_across_the_grid():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("full_grid", ROOT / "sweeps" / "full_grid.py")
+    full_grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(full_grid)
+    args = full_grid.build_parser().parse_args(["--variants", "mean-softmax", "--fractions", "5", "100"])
+    points = expand(narrow(get_preset("quick"), variants=tuple(args.variants), fractions=(0.05, 1.0)))
+    assert {p.variant for p in points} == {"mean-softmax"} and {p.mode for p in points} == {"S", "S+C", "S+C*"}
+    assert all(p.key.endswith("|mean-softmax|paper") for p in points)
 
 
 def test_bad_flag_values_stop_before_ray_and_write_nothing(tmp_path):

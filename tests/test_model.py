@@ -3,12 +3,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import resnet18
 
-from segclass.config import ModelConfig
+from segclass.config import VARIANTS, ModelConfig
 from segclass.errors import PretrainedWeightsError
 from segclass.model import ResNet18Encoder, SegClassNet, build_model, load_pretrained_encoder
 
 
-@pytest.mark.parametrize("variant", ["paper", "released-code"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_output_shapes(variant):
     net = SegClassNet(ModelConfig(num_classes=5, variant=variant))
     x = torch.randn(2, 3, 128, 128)
@@ -33,12 +33,41 @@ def test_released_code_class_logits_are_spatial_max():
     assert sum(p.numel() for p in net.cls_head.parameters()) == 0
 
 
+def test_mean_softmax_class_probabilities_are_the_pixel_class_shares():
+    net = SegClassNet(ModelConfig(num_classes=4, variant="mean-softmax")).eval()
+    out = net(torch.randn(3, 3, 128, 128))
+    assert torch.allclose(out.class_logits.softmax(1), out.lowres_logits.softmax(1).mean(dim=(2, 3)), atol=1e-6)
+    assert torch.allclose(out.class_logits.exp().sum(1), torch.ones(3), atol=1e-5)  # log-probabilities already
+    lowres = torch.full((1, 4, 16, 16), -50.0)
+    lowres[0, 2, :12] = 50.0  # 12 of 16 rows confidently class 2, the rest class 0
+    lowres[0, 0, 12:] = 50.0
+    assert torch.allclose(net.cls_head(lowres).exp(), torch.tensor([[0.25, 0.0, 0.75, 0.0]]), atol=1e-6)
+    assert sum(p.numel() for p in net.cls_head.parameters()) == 0
+
+
+def test_model_sizes_of_the_variants():
+    sizes = {v: sum(p.numel() for p in SegClassNet(ModelConfig(num_classes=4, variant=v)).parameters()) for v in VARIANTS}
+    assert sizes["mean-softmax"] == sizes["released-code"] == sizes["paper"] - (4 * 8 + 2 * 8 + 8 * 4)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_same_seed_same_model_and_outputs(variant):
+    x = torch.randn(2, 3, 128, 128)
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        outputs.append(SegClassNet(ModelConfig(num_classes=4, variant=variant)).eval()(x))
+    for a, b in zip(*outputs):
+        assert torch.equal(a, b)
+
+
 def _grad_norms(module):
     return [p.grad.abs().sum().item() if p.grad is not None else 0.0 for p in module.parameters()]
 
 
-def test_classification_loss_reaches_encoder_and_seg_head():
-    net = SegClassNet(ModelConfig(num_classes=4)).train()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_classification_loss_reaches_encoder_and_seg_head(variant):
+    net = SegClassNet(ModelConfig(num_classes=4, variant=variant)).train()
     out = net(torch.randn(4, 3, 128, 128))
     F.cross_entropy(out.class_logits, torch.tensor([0, 1, 2, 3])).backward()
     assert all(g > 0 for g in _grad_norms(net.cls_head))

@@ -9,7 +9,8 @@ from segclass.config import TrainConfig
 from segclass.errors import CheckpointError, TrainingError
 from segclass.subsets import select_trial_patches
 from segclass.trained import load_trained_model
-from segclass.trainer import IndexCycler, iterations_per_epoch, train, trial_class_weights
+from segclass.model import ModelOutput
+from segclass.trainer import IndexCycler, classification_terms, iterations_per_epoch, train, trial_class_weights
 
 FAST = dict(batch_size=4, eval_stride=128, epochs=2)
 
@@ -66,6 +67,27 @@ def test_deterministic_for_a_seed(tiny_data, tmp_path):
     assert not torch.equal(_final_weights(tmp_path / "a")["seg_head.classifier.weight"],
                            _final_weights(tmp_path / "c")["seg_head.classifier.weight"])
     assert c["n_seg_patches"] == a["n_seg_patches"]
+
+
+@pytest.mark.parametrize("variant", ["paper", "released-code", "mean-softmax"])
+def test_classification_terms_per_variant(variant):
+    lowres = torch.randn(2, 4, 16, 16)
+    output = ModelOutput(lowres.repeat_interleave(8, 2).repeat_interleave(8, 3), lowres, torch.randn(2, 4))
+    labels = torch.tensor([1, 3])
+    terms = classification_terms(TrainConfig(variant=variant), output, labels, torch.ones(4))
+    assert torch.allclose(terms["loss_cls"], torch.nn.functional.cross_entropy(output.class_logits, labels))
+    assert set(terms) == ({"loss_cls", "loss_cls_pixel"} if variant == "released-code" else {"loss_cls"})
+
+
+def test_mean_softmax_trial_is_deterministic_and_weighs_classes_by_masks_only(tiny_data, tmp_path):
+    config = TrainConfig(mode="S+C", seg_fraction=0.5, seed=5, variant="mean-softmax", **{**FAST, "epochs": 1})
+    a = train(config, tiny_data, tmp_path / "a")
+    b = train(config, tiny_data, tmp_path / "b")
+    _assert_same_state(_final_weights(tmp_path / "a"), _final_weights(tmp_path / "b"))
+    assert a["test_macro_f1"] == b["test_macro_f1"] and a["history"][0]["train_loss_cls"] > 0
+    paper = config.replace(variant="paper")
+    trial = select_trial_patches(config, tiny_data.seg_labels, tiny_data.cls_labels)
+    assert a["class_weights"] == pytest.approx(trial_class_weights(paper, tiny_data, trial).tolist())
 
 
 class _Interrupt(Exception):

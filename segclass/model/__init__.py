@@ -8,7 +8,12 @@
 
 from segclass.model.encoder import (IMAGENET, RANDOM, PretrainedWeights, ResNet18Encoder, load_pretrained_encoder,
                                     pretrained_name, read_pretrained_state, resolve_pretrained)
-from segclass.model.heads import ClassificationHead, MaxPoolClassificationHead, SegmentationHead
+from segclass.model.heads import (
+    ClassificationHead,
+    MaxPoolClassificationHead,
+    MeanSoftmaxClassificationHead,
+    SegmentationHead,
+)
 from segclass.model.net import ModelOutput, SegClassNet, build_model
 
 __all__ = [
@@ -16,6 +21,7 @@ __all__ = [
     "RANDOM",
     "ClassificationHead",
     "MaxPoolClassificationHead",
+    "MeanSoftmaxClassificationHead",
     "ModelOutput",
     "PretrainedWeights",
     "ResNet18Encoder",

@@ -7,7 +7,10 @@ which is how classification patches teach the segmentation path (paper 2.2).
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -40,6 +43,23 @@ class ClassificationHead(nn.Module):
     def forward(self, lowres_logits: torch.Tensor) -> torch.Tensor:
         x = self.fc2(self.relu(self.bn(self.fc1(self.pool(lowres_logits)))))
         return x.flatten(1)
+
+
+class MeanSoftmaxClassificationHead(nn.Module):
+    """Class logits = log of the mean pixel softmax of the low-resolution logits (variant `mean-softmax`).
+
+    softmax(class logits) is then the share of the patch the segmentation gives
+    each class, so channel c of the segmentation *is* class c and the patch
+    loss -log(share of the label) is met once the label's pixels win. A pixel
+    confidently of another class (stroma beside a tumour) gets a gradient
+    scaled by its own small probability of the label, so a dominant-class
+    label does not force the whole patch to it. No parameters.
+    """
+
+    def forward(self, lowres_logits: torch.Tensor) -> torch.Tensor:
+        pixels = lowres_logits.shape[2] * lowres_logits.shape[3]
+        log_probs = F.log_softmax(lowres_logits, dim=1).flatten(2)
+        return torch.logsumexp(log_probs, dim=2) - math.log(pixels)
 
 
 class MaxPoolClassificationHead(nn.Module):

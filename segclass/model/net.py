@@ -11,7 +11,12 @@ from torch import nn
 
 from segclass.config import ModelConfig
 from segclass.model.encoder import ResNet18Encoder, load_pretrained_encoder, resolve_pretrained
-from segclass.model.heads import ClassificationHead, MaxPoolClassificationHead, SegmentationHead
+from segclass.model.heads import (
+    ClassificationHead,
+    MaxPoolClassificationHead,
+    MeanSoftmaxClassificationHead,
+    SegmentationHead,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +28,14 @@ class ModelOutput(NamedTuple):
 
 
 class SegClassNet(nn.Module):
-    """The network of paper Fig. 1 in either variant (see `segclass.config.VARIANTS`)."""
+    """The network of paper Fig. 1 in any variant (see `segclass.config.VARIANTS`)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = ResNet18Encoder()
         self.seg_head = SegmentationHead(self.encoder.out_channels, config.num_classes, config.seg_hidden)
-        if config.variant == "paper":
-            self.cls_head: nn.Module = ClassificationHead(config.num_classes, config.cls_hidden)
-        else:
-            self.cls_head = MaxPoolClassificationHead()
+        self.cls_head = classification_head(config)
 
     def forward_segmentation(self, images: torch.Tensor) -> torch.Tensor:
         """Low-resolution segmentation logits; the path shared by both training steps."""
@@ -50,6 +52,15 @@ class SegClassNet(nn.Module):
     def forward(self, images: torch.Tensor) -> ModelOutput:
         lowres = self.forward_segmentation(images)
         return ModelOutput(upsample_to(lowres, images), lowres, self.cls_head(lowres))
+
+
+def classification_head(config: ModelConfig) -> nn.Module:
+    """The classification head of a variant (see `segclass.config.VARIANTS`)."""
+    if config.variant == "paper":
+        return ClassificationHead(config.num_classes, config.cls_hidden)
+    if config.variant == "released-code":
+        return MaxPoolClassificationHead()
+    return MeanSoftmaxClassificationHead()
 
 
 def upsample_to(lowres: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
