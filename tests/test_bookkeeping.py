@@ -166,8 +166,8 @@ def test_variants_flag_runs_our_variant_across_the_grid():
     spec.loader.exec_module(full_grid)
     args = full_grid.build_parser().parse_args(["--variants", "mean-softmax", "--fractions", "5", "100"])
     points = expand(narrow(get_preset("quick"), variants=tuple(args.variants), fractions=(0.05, 1.0)))
-    assert {p.variant for p in points} == {"mean-softmax"} and {p.mode for p in points} == {"S", "S+C", "S+C*"}
-    assert all(p.key.endswith("|mean-softmax|paper") for p in points)
+    assert {p.variant for p in points} == {"mean-softmax"} and {p.mode for p in points} == {"S", "S+C"}
+    assert all(p.key.endswith("|mean-softmax|equal") for p in points)
 
 
 def test_bad_flag_values_stop_before_ray_and_write_nothing(tmp_path):
