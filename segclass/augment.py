@@ -1,4 +1,4 @@
-"""Training augmentation: random 90-degree rotations and mild colour jitter (SPEC "Training").
+"""Training augmentation: random 90-degree rotations and mild colour jitter (paper 2.3).
 
 Randomness comes from an explicit torch.Generator, never the global RNG, so a
 trial's batches depend only on its seed and epoch and a resumed run replays

@@ -89,7 +89,7 @@ class Preset:
     seeds: tuple[int, ...] = SEEDS
     variants: tuple[str, ...] = ("paper",)
     budgets: tuple[str, ...] = ("paper",)
-    #: extra arms (SPEC: released-code variant and equal budget at one low s), as
+    #: extra arms (other variants or budgets at a few s values, or single reference points), as
     #: (mode, fraction, variant, budget); they use the preset's seeds
     extra_arms: tuple[tuple[str, float, str, str], ...] = field(default_factory=tuple)
     #: epochs between trial checkpoints: each one is ~34 MB (weights + Adam state),

@@ -25,7 +25,7 @@ from segclass.errors import CheckpointError, ConfigError
 from segclass.model import SegClassNet
 
 WEIGHTS = ("last", "best")
-#: Defaults for checkpoints written before the preprocessing was recorded (SPEC: 1.25x, 128 px).
+#: Defaults for checkpoints written before the preprocessing was recorded (paper App. B: 1.25x, 128 px).
 DEFAULT_PREPROCESSING = {"magnification": 1.25, "patch_size": 128, "saturation_threshold": 0.10,
                          "opening_radius": 3, "stain_reference": None}
 

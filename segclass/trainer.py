@@ -46,7 +46,7 @@ _RESUMABLE_CHANGES = {"epochs"}
 # small pure helpers
 # ---------------------------------------------------------------------------
 def iterations_per_epoch(config: TrainConfig, trial: TrialPatches, seg_total: int) -> int:
-    """Iterations in one epoch under the trial's training budget (SPEC "Training budget").
+    """Iterations in one epoch under the trial's training budget (README "The sweep", budgets).
 
     `paper`: one pass over the trial's own patches, ceil(N_trial / (B x kinds)).
     `equal`: ceil(N_dataset / (2 B)) for every trial of the dataset, so modes and
@@ -85,7 +85,11 @@ def classification_terms(
 
 
 class IndexCycler:
-    """Endless batches of indices: one shuffled pass after another (SPEC: "cycled, reshuffled")."""
+    """Endless batches of indices, one shuffled pass after another.
+
+    A kind with fewer patches than a batch needs (S at s = 1%) is cycled,
+    reshuffled each pass, so every iteration still has a full batch.
+    """
 
     def __init__(self, indices: np.ndarray, rng: np.random.Generator) -> None:
         self.indices, self.rng = np.asarray(indices), rng
