@@ -14,7 +14,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text or default in (None, False, [], ()) or default is argparse.SUPPRESS
+        unset = default is None or default is False or (isinstance(default, (list, tuple)) and not default)
+        if ("default:" in text or "(default" in text or unset or default is argparse.SUPPRESS
                 or action.option_strings == [] or isinstance(action, argparse._HelpAction)):
             return text
         return f"{text} (default: %(default)s)"

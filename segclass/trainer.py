@@ -309,7 +309,7 @@ def train(
     if config.study == "classification":
         report.update(evaluate_patches(model, data.cls_images[trial.cls_holdout], data.cls_labels[trial.cls_holdout],
                                        data.num_classes, device=target, prefix="holdout_cls_"))
-    if best["epoch"] == config.epochs:  # the best weights are the last ones: the same scores, not a second pass
+    if history and best["epoch"] == history[-1]["epoch"]:  # the model holds the best weights: reuse, no second pass
         report.update({f"test_best_{key[len('test_'):]}": value for key, value in list(report.items())
                        if key.startswith("test_")})
     elif best_model is not None:

@@ -51,9 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "percent, 0-100 (c at most 50), e.g. 1 2.5 5 100; the preset's extra arms too")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds, e.g. 1 2 3 4 5")
     parser.add_argument("--variants", nargs="+", default=None, choices=VARIANTS,
-                        help="model variants to cross with the grid (default: paper); only these in extra arms")
+                        help="model variants to cross with the grid (default: the preset's); only these in extra "
+                             "arms")
     parser.add_argument("--budgets", nargs="+", default=None, choices=BUDGETS,
-                        help="training budgets to cross with the grid (default: paper); only these in extra arms")
+                        help="training budgets to cross with the grid (default: the preset's: "
+                             + ", ".join(f"{p.name} {'/'.join(p.budgets)}" for p in PRESETS.values())
+                             + "); only these in extra arms")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the preset's)")
     parser.add_argument("--gpus-per-trial", type=float, default=None,
                         help="GPU share of one trial, e.g. 0.25 packs 4 trials per GPU; default 0.25 when the "
@@ -81,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="retries of a failing trial, from its checkpoint (default: 2)")
     parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="write a trial checkpoint every N epochs (about 34 MB each); a killed sweep loses at "
-                             "most N-1 epochs per running trial (default: the preset's: 5 for paper, else 1)")
+                             "most N-1 epochs per running trial (default: the preset's: "
+                             + ", ".join(f"{p.name} {p.checkpoint_every}" for p in PRESETS.values()) + ")")
     parser.add_argument("--keep-trial-files", action="store_true",
                         help="keep each finished trial's checkpoint in the storage (default: removed once its "
                              "MLflow run is finished)")
@@ -131,6 +135,16 @@ def _without_name(argv: list[str]) -> list[str]:
     return out
 
 
+def _demo_test_slides(options) -> tuple[str, str]:
+    """The synthetic dataset's own test slides and masks, to predict on; others name their slides."""
+    from segclass.data.registry import default_source
+
+    if options.preset.dataset == "synthetic" and options.data_root is None:
+        source = default_source("synthetic")
+        return str(source / "test" / "images"), f"--mask {source / 'test' / 'masks'} "
+    return "SLIDE...", ""
+
+
 def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None = None) -> int:
     """`epoch_hook` runs in every trial after each epoch; tests and the chaos benchmark pass one."""
     args = build_parser().parse_args(argv)
@@ -176,9 +190,10 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
     print("Grow it: the same command with more --seeds / --fractions / --modes and --grow")
     uri_flag = f" --mlflow-uri {args.mlflow_uri}" if args.mlflow_uri else ""
     print(f"Rebuild the paper's tables and figures: {_python()} {_script('analysis/report.py')} --results "
-          f"{args.results}{uri_flag}")
-    print(f"Predict your own slides with a trial's model: {_python()} -m segclass.predict --checkpoint <MLflow run id> "
-          f"--tracking-uri {summary.mlflow_uri} SLIDE... --out predictions/")
+          f"{shlex.quote(args.results)}{uri_flag} --sweep {shlex.quote(options.name)}")
+    slides, masks = _demo_test_slides(options)
+    print(f"Predict slides with a trial's model (a run id from the MLflow UI): {_python()} -m segclass.predict "
+          f"--checkpoint RUN_ID --tracking-uri {summary.mlflow_uri} {slides} {masks}--out predictions/")
     return 1 if summary.failed or summary.tracking_errors else 0
 
 

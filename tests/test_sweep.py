@@ -99,6 +99,12 @@ def test_smoke_sweep_rerun_growth_and_identity(tmp_path, tiny_root):
     assert "mlflow ui --backend-store-uri" in out and "analysis/report.py" in out
     assert "segclass.predict --checkpoint" in out
     assert f"{len(planned)} ran to the end now, 0 skipped" in out
+    assert f"1/{len(planned)} done: " in out and "Trial status" not in out  # our console, not Tune's boxes
+    rebuild = next(line for line in out.splitlines() if line.startswith("Rebuild the paper's tables"))
+    report = subprocess.run(rebuild.split(": ", 1)[1], shell=True, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)  # runs as printed
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
+    assert (tmp_path / "results" / "analysis" / "index.md").is_file()
     # finished trials leave no checkpoint behind: MLflow holds their results
     assert list((tmp_path / "tune" / "t" / "trials").iterdir()) == []
 
