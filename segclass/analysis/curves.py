@@ -137,6 +137,8 @@ def plot_curves(normalized: pd.DataFrame, metrics: list[str], title: str, x_labe
 
     paths = []
     for (dataset, variant, budget), frame in normalized.groupby(["dataset", "variant", "budget"]):
+        if frame["rel_mean"].isna().all():  # no reference to normalize by (an arm at one s only): nothing to draw
+            continue
         figure, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
         for axis, metric in zip(axes[0], metrics):
             for mode, part in frame[frame["metric"] == metric].groupby("mode", sort=False):
