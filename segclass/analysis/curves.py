@@ -21,6 +21,7 @@ from segclass.analysis.figures import save_figure
 
 MODE_STYLE = {"S": ("tab:red", "x"), "S+C": ("tab:blue", "o"), "S+C*": ("tab:green", "s"),
               "S2+C2": ("tab:blue", "o"), "S2+C2*": ("tab:green", "s"), "S2*+C2": ("tab:red", "x")}
+MODE_ORDER = {mode: index for index, mode in enumerate(("S", "S+C", "S+C*", "S2+C2", "S2+C2*", "S2*+C2"))}
 METRIC_LABEL = {"macro_f1": "macro F1", "paper_micro_f1": "paper-micro F1", "accuracy": "accuracy"}
 #: Line styles of classification-head variants in the comparison figure (other variants: dash-dot).
 VARIANT_LINE = {"paper": "-", "released-code": "--"}
@@ -76,7 +77,9 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
         seeds = int(frame["n"].max()) if len(frame) else 0
         for axis, metric in zip(axes[0], metrics):
             part_metric = frame[frame["metric"] == metric]
-            for (mode, variant), part in part_metric.groupby(["mode", "variant"], sort=False):
+            order = sorted(part_metric.groupby(["mode", "variant"]),  # S, then each mode's paper head first
+                           key=lambda item: (MODE_ORDER.get(item[0][0], 99), item[0][1] != "paper", item[0][1]))
+            for (mode, variant), part in order:
                 if mode == "S" and variant != "paper":
                     continue
                 part = part.sort_values("x")

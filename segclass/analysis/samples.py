@@ -53,7 +53,7 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
                     continue
                 axis.imshow(colourize(prediction, len(names)))
                 accuracy = float((prediction == truth).mean())
-                axis.text(3, 12, f"{accuracy:.2f}", fontsize=8, color="black",
+                axis.text(3, 12, f"pixel acc. {accuracy:.2f}", fontsize=8, color="black",
                           bbox={"facecolor": "white", "alpha": 0.7, "pad": 1})
                 if column == 0:
                     axis.set_title(mode, fontsize=9, loc="left")
@@ -65,6 +65,15 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
         axes[0][0].text(3, 12, "ground truth", fontsize=8, bbox={"facecolor": "white", "alpha": 0.7, "pad": 1})
         figure.suptitle(f"sample outputs: {dataset}, seed {seed}\n(variant {variant}, budget {budget}, "
                         f"init: {inits[dataset]})", fontsize=10)
+        if names:  # which colour is which class; white is also glass (class 0 off tissue)
+            from matplotlib.patches import Patch
+
+            from segclass.palette import class_colours
+
+            colours = class_colours(len(names)) / 255.0
+            figure.legend(handles=[Patch(facecolor=c, edgecolor="grey", label=n) for c, n in zip(colours, names)],
+                          loc="lower center", ncol=min(len(names), 4), fontsize=8, frameon=False)
+            figure.subplots_adjust(bottom=0.12)
         paths += save_figure(figure, out_dir / f"samples_{dataset}_{variant}_{budget}")
     return paths
 

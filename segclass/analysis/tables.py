@@ -82,7 +82,7 @@ def comparison_table(summary: pd.DataFrame, planned_seeds: int) -> pd.DataFrame:
     frame = summary.assign(arm=summary["variant"] + " / " + summary["budget"],
                            text=[cell(m, s, n, planned_seeds) for m, s, n in zip(summary["mean"], summary["std"], summary["n"])])
     table = frame.pivot_table(index=keys, columns="arm", values="text", aggfunc="first").reset_index()
-    arms = sorted(set(frame["arm"]), key=lambda arm: (arm != "paper / paper", arm))
+    arms = sorted(set(frame["arm"]), key=lambda arm: (not arm.startswith("paper /"), not arm.endswith("/ paper"), arm))
     table = table.reindex(columns=keys + arms).fillna(EMPTY)
     table["x"] = [percent(x / 100) for x in table["x"]]
     return table.sort_values(keys[:3], kind="stable")
