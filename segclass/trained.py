@@ -23,11 +23,12 @@ from segclass.checkpoint import FORMAT_VERSION, load_best, load_checkpoint
 from segclass.config import ModelConfig
 from segclass.errors import CheckpointError, ConfigError
 from segclass.model import SegClassNet
+from segclass.preprocess.foreground import OPENING_RADIUS, SATURATION_THRESHOLD
 
 WEIGHTS = ("last", "best")
 #: Defaults for checkpoints written before the preprocessing was recorded (paper App. B: 1.25x, 128 px).
-DEFAULT_PREPROCESSING = {"magnification": 1.25, "patch_size": 128, "saturation_threshold": 0.10,
-                         "opening_radius": 3, "stain_reference": None}
+DEFAULT_PREPROCESSING = {"magnification": 1.25, "patch_size": 128, "saturation_threshold": SATURATION_THRESHOLD,
+                         "opening_radius": OPENING_RADIUS, "stain_reference": None}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import segclass
 from segclass.data.arrays import DatasetArrays, EvalImage
 from segclass.data.shards import FORMAT_VERSION, MANIFEST, write_cache
 from segclass.errors import ConfigError, DatasetError
+from segclass.preprocess.foreground import MIN_FOREGROUND, OPENING_RADIUS, SATURATION_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,9 @@ class BuildParams:
 
     patch_size: int = 128  # patch side in pixels (paper App. B.2)
     magnification: float = 1.25  # slides are read at this objective magnification
-    min_foreground: float = 0.75  # segmentation patches with less tissue are dropped (App. B.1)
-    saturation_threshold: float = 0.10  # HSV saturation below this share of the maximum is background
-    opening_radius: int = 3  # morphological opening radius of the foreground mask, pixels
+    min_foreground: float = MIN_FOREGROUND  # segmentation patches with less tissue are dropped (App. B.1)
+    saturation_threshold: float = SATURATION_THRESHOLD  # HSV saturation below this share of the maximum is background
+    opening_radius: int = OPENING_RADIUS  # morphological opening radius of the foreground mask, pixels
     stain_normalize: bool = True  # Macenko to one reference image from the training set (paper 2.3)
     dominant_share: float = 0.90  # tile rule: dominant class share for a classification tile
     resize_long_side: int = 1024  # DigestPath2019 images are resized to this long side

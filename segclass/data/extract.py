@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from segclass.data.arrays import EvalImage
-from segclass.preprocess.centered import component_centers, crop_centered
+from segclass.preprocess.centered import component_centers, crop_centered, crop_origin
 from segclass.preprocess.foreground import foreground_mask, window_fractions
 from segclass.preprocess.tiles import tile_mask
 
@@ -66,8 +66,7 @@ def extract_centred(items: Iterable[EvalImage], params, report) -> PatchTable:
         fractions = window_fractions(_tissue(item, params), size) if params.min_foreground > 0 else None
         for center in component_centers(item.mask, size):
             patch = crop_centered(item.rgb, center.row, center.col, size, fill=255)
-            top = int(np.clip(center.row - size // 2, 0, max(0, item.rgb.shape[0] - size)))
-            left = int(np.clip(center.col - size // 2, 0, max(0, item.rgb.shape[1] - size)))
+            top, left = crop_origin(center.row, center.col, *item.rgb.shape[:2], size)
             if fractions is not None and fractions.size and fractions[top, left] < params.min_foreground:
                 report.dropped_background += 1
                 continue

@@ -57,6 +57,14 @@ def component_centers(
     return centers
 
 
+def crop_origin(row: int, col: int, height: int, width: int, patch_size: int) -> tuple[int, int]:
+    """(top, left) of the patch_size square centred at (row, col), shifted to lie inside a height x width image
+    (0 along a side shorter than a patch, where the crop is padded)."""
+    top = int(np.clip(row - patch_size // 2, 0, max(0, height - patch_size)))
+    left = int(np.clip(col - patch_size // 2, 0, max(0, width - patch_size)))
+    return top, left
+
+
 def crop_centered(array: np.ndarray, row: int, col: int, patch_size: int, fill: int = 0) -> np.ndarray:
     """The patch_size square centred at (row, col), shifted to lie inside the image.
 
@@ -67,6 +75,5 @@ def crop_centered(array: np.ndarray, row: int, col: int, patch_size: int, fill: 
         pad = [(0, max(0, patch_size - height)), (0, max(0, patch_size - width))] + [(0, 0)] * (array.ndim - 2)
         array = np.pad(array, pad, constant_values=fill)
         height, width = array.shape[:2]
-    top = int(np.clip(row - patch_size // 2, 0, height - patch_size))
-    left = int(np.clip(col - patch_size // 2, 0, width - patch_size))
+    top, left = crop_origin(row, col, height, width, patch_size)
     return array[top : top + patch_size, left : left + patch_size]

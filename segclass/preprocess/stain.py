@@ -36,9 +36,13 @@ class StainNormalizationError(SegclassError):
     """Stain vectors cannot be estimated (too little tissue, degenerate colours)."""
 
 
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """N x 3 optical densities of an RGB image's pixels (Beer-Lambert, as torchstain's Macenko computes them)."""
+    return -np.log((rgb.reshape(-1, 3).astype(np.float64) + 1) / LIGHT_INTENSITY)
+
+
 def stained_pixel_count(rgb: np.ndarray) -> int:
-    od = -np.log((rgb.reshape(-1, 3).astype(np.float64) + 1) / LIGHT_INTENSITY)
-    return int((~np.any(od < OD_THRESHOLD, axis=1)).sum())
+    return int((~np.any(optical_density(rgb) < OD_THRESHOLD, axis=1)).sum())
 
 
 @dataclass
@@ -104,7 +108,7 @@ class StainNormalizer:
         if not self._fitted:
             raise StainNormalizationError("StainNormalizer.fit must be called with a reference image first")
         height, width, _ = rgb.shape
-        density = -np.log((rgb.reshape(-1, 3).astype(np.float64) + 1) / LIGHT_INTENSITY)
+        density = optical_density(rgb)
         unmix = np.linalg.pinv(source.stain_matrix)  # 2 x 3: optical density -> concentrations
         scale = source.max_concentrations / self._macenko.maxCRef
         hema, eosin = (sum(unmix[k, c] * density[:, c] for c in range(3)) / scale[k] for k in range(2))
