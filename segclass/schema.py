@@ -84,6 +84,16 @@ def experiment_name(point: GridPoint) -> str:
     return f"segclass-{point.study}-{point.dataset}"
 
 
+def experiment_description(point: GridPoint) -> str:
+    """The experiment's description in the MLflow UI: what a run is and which columns and filters compare them."""
+    letter, percent_param = ("s", "seg_percent") if point.study == "segmentation" else ("c", "cls_percent")
+    return (f"segclass, the {point.study} study on {point.dataset}: one run per trial, named from its grid point "
+            f"(mode, {letter} in %, seed, variant, budget). Compare final_test_macro_f1 and "
+            f"final_test_paper_micro_f1 (add them as columns; per-epoch curves: val_macro_f1, train_loss), filter "
+            f"with e.g. params.mode = 'S+C' and params.variant = 'paper' ({percent_param} holds {letter}); "
+            f"tags segclass.sweep and segclass.settings keep one sweep and one set of training settings apart.")
+
+
 def short_hash(values: dict[str, Any]) -> str:
     """16 hex digits of the SHA-256 of a canonical JSON rendering."""
     text = json.dumps(values, sort_keys=True, default=str)

@@ -108,6 +108,9 @@ def test_a_fresh_training_never_continues_an_old_history(tmp_path):
     lagging = Tracker(uri)
     third = lagging.start(identity, identity.params(), start_epoch=2)
     assert third not in (run, new_run) and client.get_run(new_run).data.tags[SUPERSEDED_TAG] == third
+    # the experiment explains itself in the MLflow UI (its description)
+    experiment = client.get_experiment(client.get_run(run).info.experiment_id)
+    assert "final_test_macro_f1" in experiment.tags["mlflow.note.content"]
 
 
 def test_one_driver_per_sweep(tmp_path):

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from segclass.schema import (FINAL_METRIC_PREFIXES, FINAL_PREFIX, FINISHED, IDENTITY_TAG, SUPERSEDED_TAG,
-                             TrialIdentity, check_run_is_current, experiment_name, iter_runs, scalar_metrics)
+                             TrialIdentity, check_run_is_current, experiment_description, experiment_name, iter_runs,
+                             scalar_metrics)
 
 log = logging.getLogger(__name__)
 #: MLflow's log_batch takes at most 1,000 metrics per call.
@@ -57,16 +58,17 @@ class Tracker:
             if existing is not None:
                 self._experiments[name] = existing.experiment_id
             else:
-                self._experiments[name] = self._create_experiment(name)
+                self._experiments[name] = self._create_experiment(name, experiment_description(identity.point))
         return self._experiments[name]
 
-    def _create_experiment(self, name: str) -> str:
+    def _create_experiment(self, name: str, description: str) -> str:
         """Create the experiment; when another sweep created it a moment ago, use theirs."""
         from mlflow.exceptions import MlflowException
 
         location = (self.artifact_root / name).resolve().as_uri() if self.artifact_root else None
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
+        try:  # mlflow.note.content is what the MLflow UI shows as the experiment's description
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags={"mlflow.note.content": description})
         except MlflowException:
             existing = self.client.get_experiment_by_name(name)
             if existing is None:
