@@ -85,7 +85,7 @@ class TrainConfig:
     @property
     def study(self) -> str:
         """`segmentation` or `classification`, from the mode."""
-        return "classification" if self.mode in CLASSIFICATION_MODES else "segmentation"
+        return study_of(self.mode)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,6 +100,11 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+def study_of(mode: str) -> str:
+    """`classification` for the modes of the classification study, else `segmentation`."""
+    return "classification" if mode in CLASSIFICATION_MODES else "segmentation"
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

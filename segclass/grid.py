@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from segclass.config import BUDGETS, CLASSIFICATION_MODES, SEGMENTATION_MODES, VARIANTS, TrainConfig
+from segclass.config import BUDGETS, CLASSIFICATION_MODES, SEGMENTATION_MODES, VARIANTS, TrainConfig, study_of
 from segclass.errors import ConfigError
 
 #: s values of the segmentation study, as fractions (paper 3.3).
@@ -142,7 +142,7 @@ def expand(preset: Preset) -> list[GridPoint]:
                         for seed in preset.seeds:
                             points.append(GridPoint(study, preset.dataset, mode, fraction, seed, variant, budget))
     for mode, fraction, variant, budget in preset.extra_arms:
-        study = "classification" if mode in CLASSIFICATION_MODES else "segmentation"
+        study = study_of(mode)
         if study in preset.studies:
             points.extend(GridPoint(study, preset.dataset, mode, fraction, seed, variant, budget)
                           for seed in preset.seeds)

@@ -142,11 +142,11 @@ def _describe(regions: Regions, path: Path, name: str, magnification: float, tra
 
 def _model_name(config: dict[str, Any]) -> str:
     """The trial as sweeps name it, e.g. 'S+C s=5 seed=1 variant=mean-softmax budget=equal'."""
-    from segclass.config import CLASSIFICATION_MODES
+    from segclass.config import study_of
     from segclass.grid import GridPoint
 
     mode = config.get("mode", "?")
-    study = "classification" if mode in CLASSIFICATION_MODES else "segmentation"
+    study = study_of(mode)
     fraction = config.get("cls_fraction" if study == "classification" else "seg_fraction", 0.0)
     return GridPoint(study, config.get("dataset", "?"), mode, float(fraction), int(config.get("seed", 0)),
                      config.get("variant", "paper"), config.get("budget", "paper")).run_name
