@@ -75,8 +75,11 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
     for (dataset, budget), frame in summary.groupby(["dataset", "budget"]):
         figure, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 4.2), squeeze=False)
         seeds = int(frame["n"].max()) if len(frame) else 0
+        variants = sorted(set(frame["variant"]))
         for axis, metric in zip(axes[0], metrics):
             part_metric = frame[frame["metric"] == metric]
+            s_full = part_metric[(part_metric["mode"] == "S") & (part_metric["variant"] == "paper")
+                                 & np.isclose(part_metric["x"], 100.0)]
             order = sorted(part_metric.groupby(["mode", "variant"]),  # S, then each mode's paper head first
                            key=lambda item: (MODE_ORDER.get(item[0][0], 99), item[0][1] != "paper", item[0][1]))
             for (mode, variant), part in order:
@@ -84,10 +87,8 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
                     continue
                 part = part.sort_values("x")
                 marker = MODE_STYLE.get(mode, (None, "o"))[1]
-                color = _arm_colour(mode, variant, sorted(set(frame["variant"])))
+                color = _arm_colour(mode, variant, variants)
                 x, y, s = part["x"].to_numpy(), part["mean"].to_numpy(), part["std"].to_numpy()
-                s_full = part_metric[(part_metric["mode"] == "S") & (part_metric["variant"] == "paper")
-                                     & np.isclose(part_metric["x"], 100.0)]
                 if mode == "S+C" and not np.isclose(x, 100.0).any() and len(s_full):
                     x, y = np.append(x, 100.0), np.append(y, s_full["mean"].iloc[0])
                     s = np.append(s, s_full["std"].iloc[0])
