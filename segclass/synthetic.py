@@ -68,6 +68,20 @@ class SyntheticConfig:
     cls_patients: int = 40  # patients the classification patches come from
     cls_per_class: int = 100  # classification patches per class (BACH: 100)
     patch_size: int = 128  # classification patch side
+    # Lesion of a classification patch: radii as fractions of the patch side, and
+    # the least share of the patch it covers. The defaults make the labelled class
+    # dominate; `FOCAL` leaves normal tissue around a smaller lesion.
+    lesion_radius_low: float = 0.45
+    lesion_radius_high: float = 0.85
+    min_lesion_share: float = 0.4
+    lesion_redraws: int = 0  # draws of a too-small lesion before it fills the patch
+
+
+#: A second synthetic dataset for held-out comparisons: other patients and slides
+#: (seed), and classification patches whose lesion is small, ringed by normal
+#: tissue (about 10-45% of the patch), as in real patch-labelled data.
+FOCAL = SyntheticConfig(seed=11, lesion_radius_low=0.2, lesion_radius_high=0.4, min_lesion_share=0.1,
+                      lesion_redraws=20)
 
 
 @dataclass(frozen=True)
@@ -289,18 +303,30 @@ def slide_labels(size: int, rng: np.random.Generator, all_classes: bool = True) 
     return labels, tissue
 
 
-def patch_labels(target: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Label map of one classification patch: mostly class `target` (or only normal tissue)."""
+def patch_labels(target: int, size: int, rng: np.random.Generator, radius: tuple[float, float] = (0.45, 0.85),
+                 min_share: float = 0.4, redraws: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Label map of one classification patch: a lesion of class `target` (or only normal tissue).
+
+    The lesion's radii are `radius` fractions of the side; when it covers less
+    than `min_share` of the patch it is drawn again (up to `redraws` times) and
+    then fills the tissue, so the label is never carried by a sliver (paper 4:
+    the labelled class dominates a patch).
+    """
     shape = (size, size)
     tissue = np.ones(shape, bool)
     if rng.random() < 0.3:  # some patches touch the tissue edge
         tissue = _blob_mask(shape, tuple(rng.uniform(0.3, 0.7, 2) * size), (size * 0.8, size * 0.8), 0.0, 0.3, rng)
     labels = np.zeros(shape, np.uint8)
     if target > 0:
-        radii = tuple(rng.uniform(0.45, 0.85, 2) * size)
-        blob = _blob_mask(shape, tuple(rng.uniform(0.35, 0.65, 2) * size), radii, rng.uniform(0, math.pi), 0.3, rng)
-        labels[blob & tissue] = target
-        if (labels == target).mean() < 0.4:  # keep the labelled class dominant (paper 4)
+        for _ in range(1 + redraws):
+            radii = tuple(rng.uniform(*radius, 2) * size)
+            center = tuple(rng.uniform(0.35, 0.65, 2) * size)
+            blob = _blob_mask(shape, center, radii, rng.uniform(0, math.pi), 0.3, rng)
+            labels[:] = 0
+            labels[blob & tissue] = target
+            if (labels == target).mean() >= min_share:
+                break
+        if (labels == target).mean() < min_share:  # keep the labelled class dominant (paper 4)
             labels[tissue] = target
     return labels, tissue
 
@@ -323,7 +349,8 @@ def generate(root: str | Path, config: SyntheticConfig = SyntheticConfig()) -> P
     if marker.is_file():
         try:
             existing = json.loads(marker.read_text())
-            if existing.get("config") == asdict(config) and existing.get("format_version") == FORMAT_VERSION:
+            # fields added later read as their defaults, so older datasets stay valid
+            if {**asdict(SyntheticConfig()), **existing.get("config", {})} == asdict(config) and existing.get("format_version") == FORMAT_VERSION:
                 return root
         except json.JSONDecodeError:
             pass
@@ -371,7 +398,9 @@ def _generate_into(root: Path, config: SyntheticConfig) -> dict[str, list[str]]:
         for n in range(config.cls_per_class):
             rng = np.random.default_rng(master.integers(2**63))
             patient = int(rng.integers(config.cls_patients))
-            labels, tissue = patch_labels(cls, config.patch_size, rng)
+            labels, tissue = patch_labels(cls, config.patch_size, rng,
+                                          (config.lesion_radius_low, config.lesion_radius_high), config.min_lesion_share,
+                                          config.lesion_redraws)
             rgb = render_tissue(labels, tissue, patients[patient], rng)
             file = f"cls/{name}/patient{patient:03d}_{n:04d}.png"
             Image.fromarray(rgb).save(root / file)

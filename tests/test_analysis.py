@@ -60,7 +60,8 @@ def log_runs(results, segmentation, classification, unfinished=True, **settings)
         tracker.log_epochs(identity.digest, [(1, {"val_macro_f1": macro})])
         prediction = truth.copy()
         prediction[:4] = 1 if mode == "S" else 0
-        report = {"class_names": NAMES, "test_macro_f1": macro, "test_paper_micro_f1": micro}
+        report = {"class_names": NAMES, "test_macro_f1": macro, "test_paper_micro_f1": micro,
+                  "n_seg_patches": int(s * 615)}
         _finish(tracker, identity, report, {"masks/slide_pred.png": _png(prediction, len(NAMES)),
                                             "masks/slide_truth.png": _png(truth, len(NAMES))},
                 results / "final" / identity.digest)
@@ -110,6 +111,23 @@ def test_segmentation_table_exact_means_stds_counts_and_missing(report_dir):
     assert s5["mean"] == pytest.approx(55.0) and s5["std"] == pytest.approx(5.0) and s5["n"] == 2
     for suffix in (".md", ".tex"):
         assert "55.0" in (report_dir / "tables" / f"table_d5_segmentation{suffix}").read_text()
+
+
+def test_annotation_budget_reads_off_the_smallest_s_per_target_with_seed_spread(report_dir):
+    table = pd.read_csv(report_dir / "tables" / "annotation_budget.csv", dtype=str)
+    row = lambda mode, metric, target: table[(table["mode"] == mode) & (table["metric"] == metric)  # noqa: E731
+                                             & (table["target"] == f"{target}% of S at 100%")].iloc[0]
+    # S's paper-micro F1 (reference 90.0): mean 85 at s = 5 reaches 90% (81); seed 2 (80) needs s = 100
+    assert row("S", "paper_micro_f1", 90)[["s (%)", "masks", "s per seed (%)", "seeds reaching"]].tolist() == \
+        ["5", "30", "5–100", "2 of 2"]
+    # 95% (85.5): the mean needs s = 10; seed 2 never gets there (85 at s = 100)
+    assert row("S", "paper_micro_f1", 95)[["s (%)", "masks", "s per seed (%)", "seeds reaching"]].tolist() == \
+        ["10", "61", "5–5", "1 of 2"]
+    # S+C's macro F1 (reference 80.0): 67 at s = 5, 78 at s = 100 (seed 1 only)
+    assert row("S+C", "macro_f1", 95)[["s (%)", "s per seed (%)", "seeds reaching"]].tolist() == \
+        ["100", "100–100", "1 of 2"]
+    assert row("S+C", "macro_f1", 90)["variant"] == "paper" and row("S", "macro_f1", 90)["variant"] == "–"
+    assert "Annotation budget" in (report_dir / "index.md").read_text()
 
 
 def test_classification_table_and_confusion(report_dir):

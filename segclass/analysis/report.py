@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from segclass.analysis import confusion, curves, samples, tables
+from segclass.analysis.annotation_budget import annotation_budget
 from segclass.analysis.paper import paper_results, paper_table1
 from segclass.analysis.runs import init_labels, init_text, load_runs
 
@@ -65,6 +66,12 @@ def build_tables(runs: pd.DataFrame, options: ReportOptions) -> tuple[list[Path]
         files += tables.write_table(everything, out / f"{name}_all", f"{what}. Every variant and budget{init}.")
         files += tables.write_table(tables.comparison_table(summary, planned), out / f"{name}_comparison",
                                     f"{what}. Variants and budgets side by side at each value{init}.")
+    budget = annotation_budget(runs)
+    if not budget.empty:  # needs S at s = 100%
+        files += tables.write_table(budget, out / "annotation_budget",
+                                    "Annotation budget: the smallest s (%) at which each mode's mean test F1 reaches "
+                                    "90% or 95% of S at s = 100%, the masks (segmentation patches) that s holds, the "
+                                    f"smallest s of each seed (min–max) and how many seeds reach it{init}.")
     seg_summary.to_csv(out / "segmentation_summary.csv", index=False)
     cls_summary.to_csv(out / "classification_summary.csv", index=False)
     return files + [out / "segmentation_summary.csv", out / "classification_summary.csv"], seg_summary, cls_summary
