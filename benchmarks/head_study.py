@@ -51,6 +51,7 @@ from segclass.evaluation import evaluate_images
 from segclass.losses import weighted_pixel_loss
 from segclass.model import ClassificationHead, MaxPoolClassificationHead, ModelOutput, SegClassNet, build_model
 from segclass.subsets import select_trial_patches
+from segclass.batches import TrialBatches
 from segclass.trainer import classification_terms, iterations_per_epoch, train_one_epoch, trial_class_weights
 
 log = logging.getLogger("head_study")
@@ -236,8 +237,10 @@ def run_arm(arm: Arm, seed: int, epochs: int, data: DatasetArrays, grad_epochs: 
 
     started = time.perf_counter()
     history = [diagnostics(0)]
+    batches = TrialBatches(data, trial, torch.device("cpu"), config.augment)
     for epoch in range(epochs):
-        metrics = train_one_epoch(model, optimizer, config, data, trial, weights, iterations, epoch, torch.device("cpu"))
+        metrics = train_one_epoch(model, optimizer, config, batches, trial, weights, iterations, epoch,
+                                  torch.device("cpu"))
         val = evaluate_images(model, data.val, data.num_classes, data.class_names, config.patch_size,
                               val_stride, "cpu", "val_")
         history.append({**diagnostics(epoch + 1), **metrics,

@@ -1,8 +1,10 @@
 """Training augmentation: random 90-degree rotations and mild colour jitter (paper 2.3).
 
-Randomness comes from an explicit torch.Generator, never the global RNG, so a
-trial's batches depend only on its seed and epoch and a resumed run replays
-exactly what an uninterrupted one would have seen.
+Randomness comes from an explicit CPU torch.Generator, never the global RNG, so
+a trial's batches depend only on its seed and epoch and a resumed run replays
+exactly what an uninterrupted one would have seen. The images may live on any
+device: the draws are made on the CPU and only their results move, so a batch
+on a GPU is augmented exactly as the same batch on the CPU.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 def rotate90(images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rotate each image (and its mask) by a random multiple of 90 degrees."""
-    turns = torch.randint(0, 4, (images.shape[0],), generator=generator)
+    turns = torch.randint(0, 4, (images.shape[0],), generator=generator)  # drawn on the CPU, decided there
     out_images = torch.empty_like(images)
     out_masks = torch.empty_like(masks) if masks is not None else None
     for k in range(4):
-        chosen = turns == k
-        if chosen.any():
+        chosen = (turns == k).nonzero().flatten()
+        if len(chosen):
+            chosen = chosen.to(images.device)
             out_images[chosen] = torch.rot90(images[chosen], k, dims=(-2, -1))
             if masks is not None:
                 out_masks[chosen] = torch.rot90(masks[chosen], k, dims=(-2, -1))
@@ -47,7 +50,7 @@ def colour_jitter(images: torch.Tensor, generator: torch.Generator, strength: fl
     n = images.shape[0]
 
     def factors(size: tuple[int, ...], spread: float) -> torch.Tensor:
-        return 1.0 + (torch.rand(size, generator=generator) * 2 - 1) * spread
+        return (1.0 + (torch.rand(size, generator=generator) * 2 - 1) * spread).to(images.device)
 
     brightness = factors((n, 1, 1, 1), strength)
     contrast = factors((n, 1, 1, 1), strength)

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 
 import segclass
-from segclass.augment import augment, normalize, to_input
+from segclass.batches import TrialBatches
 from segclass.checkpoint import FILENAME, best_filename, is_best_file, load_best, load_checkpoint, save_checkpoint
+from segclass.compute import autocast, pick_device, place_model, uses_channels_last
 from segclass.config import ModelConfig, TrainConfig
 from segclass.data.arrays import DatasetArrays
 from segclass.errors import CheckpointError, TrainingError
@@ -127,27 +128,17 @@ def check_patches_available(config: TrainConfig, data: DatasetArrays) -> None:
             )
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
     """Batch order and augmentation for one epoch, a function of (seed, epoch) only."""
     torch_generator = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, 1]).integers(2**62)))
     return np.random.default_rng([seed, epoch, 0]), torch_generator
 
 
-def _as_batch(images: np.ndarray, indices: np.ndarray) -> torch.Tensor:
-    return to_input(torch.from_numpy(images[indices]))  # fancy indexing copies: writable
-
-
 # ---------------------------------------------------------------------------
 # one epoch of training
 # ---------------------------------------------------------------------------
 def train_one_epoch(
-    model: SegClassNet, optimizer: torch.optim.Optimizer, config: TrainConfig, data: DatasetArrays,
+    model: SegClassNet, optimizer: torch.optim.Optimizer, config: TrainConfig, batches: TrialBatches,
     trial: TrialPatches, weights: torch.Tensor, iterations: int, epoch: int, device: torch.device,
 ) -> dict[str, float]:
     rng, generator = _epoch_generators(config.seed, epoch)
@@ -160,20 +151,17 @@ def train_one_epoch(
         terms: dict[str, torch.Tensor] = {}
         if seg_stream is not None:  # step 1: pixel-labelled patches, no classification head
             index = seg_stream.take(config.batch_size)
-            images = _as_batch(data.seg_images, index)
-            masks = torch.from_numpy(data.seg_masks[index]).long()
-            if config.augment:
-                images, masks = augment(images, masks, generator)
-            mask_logits = model.forward_masks(normalize(images).to(device))
-            terms["loss_seg"] = weighted_pixel_loss(mask_logits, masks.to(device), weights)
+            images, masks = batches.segmentation(index, generator)
+            with autocast(device):
+                mask_logits = model.forward_masks(images)
+            terms["loss_seg"] = weighted_pixel_loss(mask_logits.float(), masks, weights)
             images_seen += len(index)
         if cls_stream is not None:  # step 2: image-labelled patches through the segmentation path
             index = cls_stream.take(config.batch_size)
-            images = _as_batch(data.cls_images, index)
-            if config.augment:
-                images, _ = augment(images, None, generator)
-            labels = torch.from_numpy(data.cls_labels[index]).long().to(device)
-            terms.update(classification_terms(config, model(normalize(images).to(device)), labels, weights))
+            images, labels = batches.classification(index, generator)
+            with autocast(device):
+                output = model(images)
+            terms.update(classification_terms(config, output.float(), labels, weights))
             images_seen += len(index)
         loss = sum(terms.values())
         if not torch.isfinite(loss):
@@ -228,7 +216,8 @@ def train(
     with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's RNG
         torch.manual_seed(config.seed)
         model = build_model(model_config, pretrained_state if pretrained_state is not None else config.pretrained)
-        model = model.to(target)
+        model = place_model(model, target)
+    batches = TrialBatches(data, trial, target, config.augment, channels_last=uses_channels_last(target))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     log.info(
         "trial %s mode=%s s=%g c=%g seed=%d variant=%s budget=%s init=%s: %d seg + %d cls patches, "
@@ -266,7 +255,7 @@ def train(
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        metrics = train_one_epoch(model, optimizer, config, data, trial, weights, iterations, epoch, target)
+        metrics = train_one_epoch(model, optimizer, config, batches, trial, weights, iterations, epoch, target)
         train_seconds = time.perf_counter() - started
         metrics.update(evaluate("val_", data.val))
         metrics.update(epoch=epoch + 1, train_seconds=train_seconds,

@@ -26,6 +26,10 @@ class ModelOutput(NamedTuple):
     lowres_logits: torch.Tensor  # N x C x H/8 x W/8
     class_logits: torch.Tensor  # N x C
 
+    def float(self) -> "ModelOutput":
+        """All outputs in float32 (after bf16 autocast), so losses are taken at full precision."""
+        return ModelOutput(*(tensor.float() for tensor in self))
+
 
 class SegClassNet(nn.Module):
     """The network of paper Fig. 1 in any variant (see `segclass.config.VARIANTS`)."""

@@ -80,8 +80,8 @@ def predict_image(trained: TrainedModel, path: Path, options: PredictOptions, na
     """Predict `path`, write its outputs under `options.out_dir` as `name`_*, return its summary."""
     from tqdm import tqdm
 
+    from segclass.compute import pick_device, place_model
     from segclass.metrics import PixelScores
-    from segclass.trainer import pick_device
 
     device = pick_device(options.device)
     magnification = options.magnification or trained.magnification
@@ -93,7 +93,7 @@ def predict_image(trained: TrainedModel, path: Path, options: PredictOptions, na
         transform, stain_note = _stain_transform(trained, seen, options)
         with tqdm(desc=path.name, unit="tile", leave=False, disable=None if options.progress else True) as bar:
             mask, stats = predict_mask(
-                trained.model.to(device), regions, foreground, trained.num_classes, trained.patch_size,
+                place_model(trained.model, device), regions, foreground, trained.num_classes, trained.patch_size,
                 options.stride or trained.eval_stride, options.batch_size, device, transform, bar,
             )
         summary = _describe(regions, path, name, magnification, trained, options, device, stain_note)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from segclass.augment import normalize, to_input
+from segclass.compute import autocast
 from segclass.predict.regions import Regions
 from segclass.preprocess.foreground import Foreground
 
@@ -65,9 +66,11 @@ def window_logits(model: torch.nn.Module, windows: np.ndarray, device: str | tor
     """N x C x P x P float32 mask logits, on `device`, of N x P x P x 3 uint8 windows.
 
     The uint8 windows go to the device first: a quarter of the bytes to copy,
-    and the float conversion runs there.
+    and the float conversion runs there. On CUDA the network runs in bf16
+    autocast, as in training (`segclass.compute`).
     """
-    return model.forward_masks(normalize(to_input(torch.from_numpy(windows).to(device)))).float()
+    with autocast(device):
+        return model.forward_masks(normalize(to_input(torch.from_numpy(windows).to(device)))).float()
 
 
 @dataclass
