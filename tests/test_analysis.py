@@ -113,6 +113,21 @@ def test_segmentation_table_exact_means_stds_counts_and_missing(report_dir):
         assert "55.0" in (report_dir / "tables" / f"table_d5_segmentation{suffix}").read_text()
 
 
+def test_runs_parquet_has_one_row_per_finished_run_with_params_identity_and_final_metrics(report_dir):
+    runs = pd.read_parquet(report_dir / "tables" / "runs.parquet")
+    assert len(runs) == len(SEGMENTATION) + len(CLASSIFICATION)  # the unfinished S+C* run is not a row
+    segmentation = runs[runs["study"] == "segmentation"]
+    macro = {(mode, x, seed): value for mode, x, seed, value
+             in segmentation[["mode", "x", "seed", "test_macro_f1"]].itertuples(index=False)}
+    assert macro == pytest.approx({(mode, round(s * 100, 4), seed): values[0]
+                                   for (mode, s, seed), values in SEGMENTATION.items()})
+    assert runs["identity"].str.len().eq(16).all() and runs["identity"].is_unique
+    assert set(runs["param_epochs"]) == {"5"} and list(runs["param_mode"]) == list(runs["mode"])
+    assert len(pd.read_csv(report_dir / "tables" / "runs.csv")) == len(runs)
+    index = (report_dir / "index.md").read_text()
+    assert "(tables/runs.parquet)" in index and "(tables/runs.csv)" in index
+
+
 def test_annotation_budget_reads_off_the_smallest_s_per_target_with_seed_spread(report_dir):
     table = pd.read_csv(report_dir / "tables" / "annotation_budget.csv", dtype=str)
     row = lambda mode, metric, target: table[(table["mode"] == mode) & (table["metric"] == metric)  # noqa: E731

@@ -118,9 +118,25 @@ def paper_comparison(seg_summary: pd.DataFrame, cls_summary: pd.DataFrame) -> li
     return lines
 
 
+def write_runs(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """The frame every table is computed from, one row per run: `tables/runs.parquet` and `tables/runs.csv`.
+
+    The tables average over seeds and show a few metrics; these files keep every
+    run with every param (`param_<name>`), its identity columns and all its final
+    metrics, for questions the report does not ask (pandas, polars, a spreadsheet).
+    """
+    out = out_dir / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    parquet, csv = out / "runs.parquet", out / "runs.csv"
+    runs.to_parquet(parquet, index=False)
+    runs.to_csv(csv, index=False)
+    return [parquet, csv]
+
+
 def build_report(options: ReportOptions) -> Report:
     runs = select_runs(options)
     options.out_dir.mkdir(parents=True, exist_ok=True)
+    runs_files = write_runs(runs, options.out_dir)
     table_files, seg_summary, cls_summary = build_tables(runs, options)
     figure_files = build_curves(seg_summary, cls_summary, options, init_labels(runs))
     class_names = _class_names(runs)
@@ -129,8 +145,9 @@ def build_report(options: ReportOptions) -> Report:
     confusion_files = confusion.write_confusion(rows, options.out_dir / "tables",
                                                 paper_table1() if options.with_paper else None) if rows else []
     comparison = paper_comparison(seg_summary, cls_summary) if options.with_paper else []
-    index = _write_index(options, runs, table_files, figure_files, sample_files, confusion_files, comparison)
-    return Report(index, table_files + figure_files + sample_files + confusion_files, len(runs))
+    index = _write_index(options, runs, runs_files, table_files, figure_files, sample_files, confusion_files,
+                         comparison)
+    return Report(index, runs_files + table_files + figure_files + sample_files + confusion_files, len(runs))
 
 
 def _class_names(runs: pd.DataFrame) -> dict[str, list[str]]:
@@ -146,7 +163,8 @@ def _class_names(runs: pd.DataFrame) -> dict[str, list[str]]:
     return names
 
 
-def _write_index(options, runs, table_files, figure_files, sample_files, confusion_files, comparison) -> Path:
+def _write_index(options, runs, runs_files, table_files, figure_files, sample_files, confusion_files,
+                 comparison) -> Path:
     out = options.out_dir
     lines = ["# segclass report", "", f"{len(runs)} finished runs from `{options.mlflow_uri}`"
              + (f", experiment `{options.experiment}`" if options.experiment else "")
@@ -156,6 +174,9 @@ def _write_index(options, runs, table_files, figure_files, sample_files, confusi
     if comparison:
         lines += ["## Against the paper", ""] + [f"- {line}" for line in comparison] + [""]
     lines += ["## Tables", ""]
+    parquet, csv = (path.relative_to(out) for path in runs_files)
+    lines += [f"One row per run: every param, identity and final metric ([{parquet}]({parquet}), "
+              f"[{csv}]({csv}); `pd.read_parquet(\"{parquet}\")`).", ""]
     for path in table_files + confusion_files:
         if path.suffix in (".md", ".csv", ".tex", ".json"):
             lines.append(f"- [{path.relative_to(out)}]({path.relative_to(out)})")

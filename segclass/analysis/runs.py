@@ -21,11 +21,18 @@ from segclass.schema import (FINAL_PREFIX, IDENTITY_TAG, IMAGENET_INIT, KEY_TAG,
 
 RUN_COLUMNS = ["experiment", "run_id", "run_name", "study", "dataset", "mode", "x", "seed", "variant", "budget",
                "identity", "settings", "sweep", "epochs", "init"]
+#: Columns holding a run's MLflow params, one per param: `param_<name>`.
+PARAM_PREFIX = "param_"
 
 
 def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | None = None,
               sweep: str | None = None, settings: str | None = None, epochs: int | None = None) -> pd.DataFrame:
-    """Finished segclass runs; `x` is s or c in percent; metrics are the runs' final_* values."""
+    """Finished segclass runs; `x` is s or c in percent; metrics are the runs' final_* values.
+
+    Every MLflow param of a run is also a `param_<name>` column, as MLflow stores
+    it (a string), so that the frame, and the report's `tables/runs.parquet`
+    written from it, answers questions the tables do not without an MLflow client.
+    """
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -56,9 +63,12 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
                       "end_time": run.info.end_time, "artifact_uri": run.info.artifact_uri}
             record.update({k[len(FINAL_PREFIX):]: v for k, v in run.data.metrics.items()
                            if k.startswith(FINAL_PREFIX)})
+            record.update({f"{PARAM_PREFIX}{k}": v for k, v in params.items()})
             records.append(record)
             run_settings.setdefault((point.dataset, tags[SETTINGS_TAG]), identity_columns(params))
     frame = pd.DataFrame.from_records(records, columns=None if records else RUN_COLUMNS)
+    param_columns = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX))  # last; the rest as before
+    frame = frame[[c for c in frame.columns if not c.startswith(PARAM_PREFIX)] + param_columns]
     if not frame.empty:  # two sweeps that trained one identity at once: the same experiment counts once
         frame = frame.sort_values("end_time", kind="stable").drop_duplicates("identity").reset_index(drop=True)
     check_one_setting(frame, run_settings)
