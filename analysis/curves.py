@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segclass.analysis.cli import options, parser, run  # noqa: E402
-from segclass.analysis.report import build_curves, build_tables, select_runs  # noqa: E402
+from segclass.analysis.report_builder import build_curves, build_tables, select_runs  # noqa: E402
 from segclass.analysis.runs import init_labels  # noqa: E402
 
 

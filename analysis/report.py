@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from segclass.analysis.cli import options, parser, run  # noqa: E402
-from segclass.analysis.report import build_report  # noqa: E402
+from segclass.analysis.report_builder import build_report  # noqa: E402
 
 
 def main(argv=None) -> int:

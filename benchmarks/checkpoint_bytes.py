@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from segclass.data import ensure_cache
     from segclass.data.shards import read_cache
     from segclass.synthetic import SyntheticConfig, generate
-    from segclass.trainer import train
+    from segclass.training_loop import train
 
     work = Path(tempfile.mkdtemp(prefix="segclass-ckpt-bytes-"))
     os.environ["SEGCLASS_DATA_CACHE"] = str(work / "cache")

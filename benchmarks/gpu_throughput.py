@@ -59,7 +59,7 @@ def _train_worker(arrays_path: str, device: str, threads: int, epochs: int, barr
     import torch
 
     from segclass.config import TrainConfig
-    from segclass.trainer import train
+    from segclass.training_loop import train
 
     torch.set_num_threads(threads)
     with open(arrays_path, "rb") as file:
@@ -112,7 +112,7 @@ def prediction(device: str, batch_sizes: list[int], side: int, out: Path) -> lis
     from segclass.model import build_model
     from segclass.predict.run import PredictOptions, predict_image
     from segclass.synthetic import random_appearance, render_tissue, slide_labels
-    from segclass.trained import DEFAULT_PREPROCESSING, TrainedModel
+    from segclass.model_file import DEFAULT_PREPROCESSING, TrainedModel
 
     rng = np.random.default_rng(1)
     labels, tissue = slide_labels(512, rng)

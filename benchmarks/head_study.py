@@ -52,7 +52,7 @@ from segclass.losses import weighted_pixel_loss
 from segclass.model import ClassificationHead, MaxPoolClassificationHead, ModelOutput, SegClassNet, build_model
 from segclass.subsets import select_trial_patches
 from segclass.batches import TrialBatches
-from segclass.trainer import classification_terms, iterations_per_epoch, train_one_epoch, trial_class_weights
+from segclass.training_loop import classification_terms, iterations_per_epoch, train_one_epoch, trial_class_weights
 
 log = logging.getLogger("head_study")
 
@@ -200,7 +200,7 @@ def encoder_gradients(model: SegClassNet, config: TrainConfig, seg_batch, cls_ba
 # ---------------------------------------------------------------------------
 def run_arm(arm: Arm, seed: int, epochs: int, data: DatasetArrays, grad_epochs: set[int], with_test: bool,
             val_stride: int = 128) -> dict:
-    """Mirrors `segclass.trainer.train` (same subsets, init, batches, epoch function) minus checkpoints.
+    """Mirrors `segclass.training_loop.train` (same subsets, init, batches, epoch function) minus checkpoints.
 
     Validation each epoch uses `val_stride` (128: non-overlapping windows, 3.5x
     cheaper); the test set uses the trainer's stride (64), as every other table.

@@ -73,7 +73,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> Path:
 
     from segclass.config import TrainConfig
     from segclass.data import load_dataset
-    from segclass.trainer import train
+    from segclass.training_loop import train
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

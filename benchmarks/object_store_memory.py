@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from segclass.data import load_dataset
-    from segclass.sweep.memory import measure_sharing
+    from segclass.ray_sweep.memory import measure_sharing
 
     data = load_dataset("synthetic", args.data_root)
     if args.repeat > 1:

@@ -45,7 +45,7 @@ def _trained(reference_rgb: np.ndarray):
     from segclass.config import ModelConfig
     from segclass.model import build_model
     from segclass.preprocess.stain import StainNormalizer
-    from segclass.trained import DEFAULT_PREPROCESSING, TrainedModel
+    from segclass.model_file import DEFAULT_PREPROCESSING, TrainedModel
 
     torch.manual_seed(0)
     preprocessing = {**DEFAULT_PREPROCESSING, "stain_reference": StainNormalizer().fit(reference_rgb).state()}

@@ -32,10 +32,10 @@ POINTS_PER_SEED = 3 * 14 + 3 * 12  # the paper grid, both studies, per seed
 
 
 def near_empty_trial(config, data=None, identities=None, pretrained_state=None, epoch_hook=None):
-    """Two tiny epochs and a final folder, in the real trial's report protocol (see segclass/sweep/trial.py)."""
+    """Two tiny epochs and a final folder, in the real trial's report protocol (see segclass/ray_sweep/trial.py)."""
     from ray import tune
 
-    from segclass.sweep.storage import Storage
+    from segclass.ray_sweep.storage import Storage
 
     digest = identities[config["key"]]
     for epoch in (1, 2):
@@ -61,7 +61,7 @@ def one_size(points: int, work: Path, cpus: int) -> dict:
     """Run one grid in this process and measure it."""
     from segclass.grid import customise, expand, get_preset
     from segclass.synthetic import SyntheticConfig, generate
-    from segclass.sweep.driver import SweepOptions, run_sweep
+    from segclass.ray_sweep.driver import SweepOptions, run_sweep
 
     os.environ["SEGCLASS_DATA_CACHE"] = str(work / "cache")
     data_root = generate(work / "data", SyntheticConfig(seed=3, slide_size=320, train_slides=2, val_slides=1,

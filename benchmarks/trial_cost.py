@@ -75,7 +75,7 @@ def paper_grid() -> dict[str, float]:
     """Training images and trial-epochs of the paper preset over the three datasets, at the caption's counts."""
     from segclass.grid import get_preset
     from segclass.subsets import TrialPatches, patch_counts
-    from segclass.trainer import iterations_per_epoch
+    from segclass.training_loop import iterations_per_epoch
 
     preset = get_preset("paper")
     images = trial_epochs = trials = 0
@@ -105,7 +105,7 @@ def cpu_ratio(arrays, threads: int, steps: int) -> dict[str, float]:
     from segclass.config import ModelConfig
     from segclass.losses import weighted_pixel_loss
     from segclass.model import build_model
-    from segclass.trainer import classification_terms, train
+    from segclass.training_loop import classification_terms, train
 
     torch.set_num_threads(threads)
     config = trial_config(epochs=1)
@@ -147,7 +147,7 @@ def cpu_ratio(arrays, threads: int, steps: int) -> dict[str, float]:
 def _trial_worker(arrays_path: str, device: str, threads: int, epochs: int, barrier, queue) -> None:
     import torch
 
-    from segclass.trainer import train
+    from segclass.training_loop import train
 
     torch.set_num_threads(threads)
     with open(arrays_path, "rb") as file:

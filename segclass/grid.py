@@ -31,31 +31,31 @@ class GridPoint:
     study: str
     dataset: str
     mode: str
-    fraction: float  # s for the segmentation study, c for the classification study
+    swept_fraction: float  # what the study sweeps: s in the segmentation study, c in the classification study
     seed: int
     variant: str = "paper"
     budget: str = "paper"
 
     @property
     def seg_fraction(self) -> float:
-        return self.fraction if self.study == "segmentation" else 0.0
+        return self.swept_fraction if self.study == "segmentation" else 0.0
 
     @property
     def cls_fraction(self) -> float:
-        return self.fraction if self.study == "classification" else 0.0
+        return self.swept_fraction if self.study == "classification" else 0.0
 
     @property
     def key(self) -> str:
         """Stable identity of the grid point (an MLflow tag, a folder name)."""
         letter = "s" if self.study == "segmentation" else "c"
-        return (f"{self.study}|{self.dataset}|{self.mode}|{letter}={percent(self.fraction)}|seed={self.seed}"
+        return (f"{self.study}|{self.dataset}|{self.mode}|{letter}={percent(self.swept_fraction)}|seed={self.seed}"
                 f"|{self.variant}|{self.budget}")
 
     @property
     def run_name(self) -> str:
         """Readable name, e.g. 'S+C s=5 seed=2', with variant/budget when not the paper's."""
         letter = "s" if self.study == "segmentation" else "c"
-        parts = [f"{self.mode} {letter}={percent(self.fraction)} seed={self.seed}"]
+        parts = [f"{self.mode} {letter}={percent(self.swept_fraction)} seed={self.seed}"]
         if self.variant != "paper":
             parts.append(f"variant={self.variant}")
         if self.budget != "paper":

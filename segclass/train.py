@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     from segclass.data import load_dataset
     from segclass.model import resolve_pretrained
-    from segclass.trainer import train
+    from segclass.training_loop import train
 
     try:
         config = TrainConfig(

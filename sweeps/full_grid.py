@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from segclass.errors import SegclassError
-    from segclass.sweep.driver import SweepOptions, run_sweep
+    from segclass.ray_sweep.driver import SweepOptions, run_sweep
 
     studies = None if args.study is None else (STUDIES if args.study == "both" else (args.study,))
 

@@ -46,7 +46,7 @@ def tiny_data(tiny_cache: Path):
 def tiny_trained(tiny_data, tmp_path_factory: pytest.TempPathFactory):
     """A one-epoch S+C model of the tiny dataset: (its checkpoint.pt, the trainer's final report)."""
     from segclass.config import TrainConfig
-    from segclass.trainer import train
+    from segclass.training_loop import train
 
     run_dir = tmp_path_factory.mktemp("trained")
     report = train(TrainConfig(mode="S+C", seg_fraction=0.5, epochs=1, batch_size=4), tiny_data, run_dir=run_dir)

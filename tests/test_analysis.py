@@ -16,8 +16,8 @@ from mlflow.entities import Param
 
 from segclass.analysis.paper import paper_results, paper_table1
 from segclass.grid import GridPoint
-from segclass.sweep.artifacts import _png
-from segclass.sweep.tracking import Tracker
+from segclass.ray_sweep.artifacts import _png
+from segclass.ray_sweep.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["normal", "benign", "in_situ", "invasive"]

@@ -24,7 +24,7 @@ PACKAGE = ROOT / "segclass"
 
 MODULE, FUNCTION, TYPING = "module level", "in a function", "type checking only"
 ANYWHERE = (MODULE, FUNCTION, TYPING)
-CORE_EXEMPT = ("segclass.sweep", "segclass.analysis", "segclass.schema")
+CORE_EXEMPT = ("segclass.ray_sweep", "segclass.analysis", "segclass.schema")
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,12 @@ class Rule:
 
 
 RULES = (
-    Rule("(a) Ray lives in segclass/sweep/ only", "segclass", ("ray",), ANYWHERE, ("segclass.sweep",)),
+    Rule("(a) Ray lives in segclass/ray_sweep/ only", "segclass", ("ray",), ANYWHERE, ("segclass.ray_sweep",)),
     Rule("(b) the library core imports mlflow only inside functions", "segclass", ("mlflow",), (MODULE,),
          CORE_EXEMPT),
-    Rule("(c) analysis reads MLflow, never the sweep", "segclass.analysis", ("segclass.sweep",), ANYWHERE),
+    Rule("(c) analysis reads MLflow, never the sweep", "segclass.analysis", ("segclass.ray_sweep",), ANYWHERE),
     Rule("(d) the model knows no data, sweep, analysis or predict", "segclass.model",
-         ("segclass.data", "segclass.sweep", "segclass.analysis", "segclass.predict"), ANYWHERE),
+         ("segclass.data", "segclass.ray_sweep", "segclass.analysis", "segclass.predict"), ANYWHERE),
     Rule("(e) the library never imports the repo-root CLIs", "segclass", ("sweeps", "analysis"), ANYWHERE),
 )
 
@@ -102,7 +102,7 @@ def collect_imports(source: str, path: str) -> list[Import]:
             if isinstance(child, ast.Import):
                 found.extend(Import(module, path, child.lineno, alias.name, when) for alias in child.names)
             elif isinstance(child, ast.ImportFrom):
-                # `m.x` is under every prefix `m` is, and also catches `from segclass import sweep`
+                # `m.x` is under every prefix `m` is, and also catches `from segclass import ray_sweep`
                 base = _resolve(child, module, is_package)
                 found.extend(Import(module, path, child.lineno,
                                     base if alias.name == "*" else f"{base}.{alias.name}", when)
@@ -150,11 +150,11 @@ def test_every_part_imports_only_what_it_may():
 
 
 def test_the_checker_reports_a_forbidden_import_with_file_line_and_rule():
-    source = "import numpy\n\n\ndef f():\n    from segclass.sweep import driver\n"
+    source = "import numpy\n\n\ndef f():\n    from segclass.ray_sweep import driver\n"
     found = [str(v) for v in violations(collect_imports(source, "segclass/analysis/x.py"))]
-    assert found == ["segclass/analysis/x.py:5: imports segclass.sweep.driver (in a function), breaking rule "
+    assert found == ["segclass/analysis/x.py:5: imports segclass.ray_sweep.driver (in a function), breaking rule "
                      "(c) analysis reads MLflow, never the sweep"]
-    assert [v.rule.name[:3] for v in violations(collect_imports("from segclass import sweep\n",
+    assert [v.rule.name[:3] for v in violations(collect_imports("from segclass import ray_sweep\n",
                                                                 "segclass/analysis/y.py"))] == ["(c)"]
 
 
@@ -166,17 +166,17 @@ def test_the_checker_tells_when_an_import_runs():
     rules = {v.rule.name[:3] for v in violations(collect_imports(source, "segclass/predict/x.py"))}
     assert rules == {"(a)", "(b)"}  # ray even for typing; mlflow at module level; the relative import is no CLI
     assert not list(violations(collect_imports("def f():\n    import mlflow\n", "segclass/predict/y.py")))
-    assert not list(violations(collect_imports("import ray, mlflow\n", "segclass/sweep/z.py")))
+    assert not list(violations(collect_imports("import ray, mlflow\n", "segclass/ray_sweep/z.py")))
 
 
 def test_importing_the_library_loads_neither_ray_nor_mlflow():
-    """(f) Every module outside segclass/sweep/, and the sweep package itself, import without Ray or MLflow.
+    """(f) Every module outside segclass/ray_sweep/, and the sweep package itself, import without Ray or MLflow.
 
-    Only the Tune callbacks (`sweep/callback.py`, `sweep/progress.py`) import Ray at module level.
+    Only the Tune callbacks (`ray_sweep/callback.py`, `ray_sweep/progress.py`) import Ray at module level.
     """
     modules = sorted(module_name(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")
-                     if p.name != "__main__.py" and not _under(module_name(p.relative_to(ROOT)), "segclass.sweep"))
-    code = (f"import sys\nfor name in {modules + ['segclass.sweep']!r}:\n    __import__(name)\n"
+                     if p.name != "__main__.py" and not _under(module_name(p.relative_to(ROOT)), "segclass.ray_sweep"))
+    code = (f"import sys\nfor name in {modules + ['segclass.ray_sweep']!r}:\n    __import__(name)\n"
             "print('ray' in sys.modules, 'mlflow' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,

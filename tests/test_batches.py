@@ -9,7 +9,7 @@ from segclass.compute import place_model
 from segclass.config import ModelConfig, TrainConfig
 from segclass.model import build_model
 from segclass.subsets import select_trial_patches
-from segclass.trainer import _epoch_generators, iterations_per_epoch, train, train_one_epoch
+from segclass.training_loop import _epoch_generators, iterations_per_epoch, train, train_one_epoch
 
 
 def _trial(data, mode="S+C"):

@@ -9,8 +9,8 @@ import pytest
 from segclass.errors import ConfigError, TrackingStoreError
 from segclass.grid import GridPoint, expand, get_preset, narrow
 from segclass.schema import KEY_TAG, TrialIdentity
-from segclass.sweep.manifest import check_sweep
-from segclass.sweep.storage import Storage
+from segclass.ray_sweep.manifest import check_sweep
+from segclass.ray_sweep.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[1]
 POINT = GridPoint("segmentation", "bach", "S+C", 0.05, 1)
@@ -65,7 +65,7 @@ def test_an_old_mlflow_store_is_refused(tmp_path):
     from mlflow import MlflowClient
 
     from segclass.analysis.runs import load_runs
-    from segclass.sweep.tracking import Tracker
+    from segclass.ray_sweep.tracking import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -82,7 +82,7 @@ def test_a_fresh_training_never_continues_an_old_history(tmp_path):
     from mlflow import MlflowClient
 
     from segclass.schema import SUPERSEDED_TAG
-    from segclass.sweep.tracking import Tracker
+    from segclass.ray_sweep.tracking import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     identity = _identity()
@@ -117,7 +117,7 @@ def test_one_driver_per_sweep(tmp_path):
     import os
     import time
 
-    from segclass.sweep.manifest import LOCK, DriverLock
+    from segclass.ray_sweep.manifest import LOCK, DriverLock
 
     folder = Storage(str(tmp_path)).child("sweep")
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -145,12 +145,12 @@ def test_grid_flags_narrow_the_extra_arms_too():
     quick = get_preset("quick")
     narrowed = narrow(quick, modes=("S",), fractions=(1.0,), seeds=(1, 2, 3))
     points = expand(narrowed)
-    assert {(p.mode, p.fraction, p.variant, p.budget) for p in points} == {("S", 1.0, "paper", "equal")}
+    assert {(p.mode, p.swept_fraction, p.variant, p.budget) for p in points} == {("S", 1.0, "paper", "equal")}
     assert {p.seed for p in points} == {1, 2, 3}
     only_paper = expand(narrow(quick, variants=("paper",)))
-    assert {p.variant for p in only_paper} == {"paper"} and (1.0 in {p.fraction for p in only_paper})
+    assert {p.variant for p in only_paper} == {"paper"} and (1.0 in {p.swept_fraction for p in only_paper})
     assert {p.budget for p in expand(narrow(quick, budgets=("paper",)))} == {"paper"}
-    assert {(p.mode, p.fraction) for p in expand(narrow(quick, budgets=("paper",)))} == {("S", 0.05), ("S+C", 0.05)}
+    assert {(p.mode, p.swept_fraction) for p in expand(narrow(quick, budgets=("paper",)))} == {("S", 0.05), ("S+C", 0.05)}
     with pytest.raises(ConfigError, match="--fractions 200: s and c are percentages from 0 to 100"):
         narrow(quick, fractions=(2.0,))
     with pytest.raises(ConfigError, match="c is at most 50"):

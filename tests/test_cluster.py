@@ -209,7 +209,7 @@ def test_fractional_gpus_pack_four_trials_at_once(tmp_path, tiny_root):
 def test_dataset_is_held_once_by_concurrent_trials(tiny_data):
     import ray
 
-    from segclass.sweep.memory import measure_sharing
+    from segclass.ray_sweep.memory import measure_sharing
 
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=4, log_to_driver=False)
     try:

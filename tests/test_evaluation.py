@@ -17,7 +17,7 @@ from segclass.predict.__main__ import main
 from segclass.predict.regions import MemoryRegions
 from segclass.predict.sliding import predict_mask, window_logits, window_starts
 from segclass.preprocess.foreground import Foreground, foreground_mask
-from segclass.trained import load_model
+from segclass.model_file import load_model
 
 
 def test_trainer_test_metrics_equal_predict_metrics_on_the_source_file(tiny_trained, tiny_data, tiny_root, tmp_path,

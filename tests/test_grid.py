@@ -11,13 +11,13 @@ def test_paper_preset_is_the_full_grid():
     cls = [p for p in points if p.study == "classification"]
     assert len(seg) == 3 * 14 * 5 and len(cls) == 3 * 12 * 5
     assert {p.mode for p in cls} == {"S2+C2", "S2+C2*", "S2*+C2"}
-    assert {percent(p.fraction) for p in seg} >= {"0", "1", "2.5", "7.5", "100"}
+    assert {percent(p.swept_fraction) for p in seg} >= {"0", "1", "2.5", "7.5", "100"}
     assert PRESETS["paper"].epochs == 100 and {p.variant for p in points} == {"paper"}
 
 
 def test_quick_preset_compares_heads_at_equal_steps_with_s_at_100_as_reference():
     points = PRESETS["quick"].points()
-    arms = {(p.mode, p.fraction, p.variant) for p in points}
+    arms = {(p.mode, p.swept_fraction, p.variant) for p in points}
     assert arms == {("S", 0.05, "paper"), ("S", 1.0, "paper"), ("S+C", 0.05, "paper"), ("S+C", 0.05, "mean-softmax")}
     assert {p.budget for p in points} == {"equal"}  # the same optimizer steps for every trial
     assert {p.seed for p in points} == {1, 2} and len(points) == 8 == len(set(points))

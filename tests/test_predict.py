@@ -20,7 +20,7 @@ from segclass.predict.__main__ import build_parser, main
 from segclass.preprocess.foreground import Foreground, foreground_mask
 from segclass.preprocess.stain import StainNormalizer
 from segclass.slide import read_image, read_mask, write_pyramidal_tiff
-from segclass.trained import export_model, load_model
+from segclass.model_file import export_model, load_model
 
 SLIDE_MPP = 4.0  # synthetic level 0: 2.5x, so 1.25x is a downsample of 2 and 8 um per pixel
 

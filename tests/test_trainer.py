@@ -8,9 +8,9 @@ from segclass.checkpoint import FILENAME, load_checkpoint
 from segclass.config import TrainConfig
 from segclass.errors import CheckpointError, TrainingError
 from segclass.subsets import select_trial_patches
-from segclass.trained import load_trained_model
+from segclass.model_file import load_trained_model
 from segclass.model import ModelOutput
-from segclass.trainer import IndexCycler, classification_terms, iterations_per_epoch, train, trial_class_weights
+from segclass.training_loop import IndexCycler, classification_terms, iterations_per_epoch, train, trial_class_weights
 
 FAST = dict(batch_size=4, eval_stride=128, epochs=2)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from segclass.analysis.report import ReportOptions
+from segclass.analysis.report_builder import ReportOptions
 from segclass.cli_help import HelpFormatter
 
 

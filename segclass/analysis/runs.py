@@ -56,7 +56,7 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
                 continue
             record = {"experiment": exp.name, "run_id": run.info.run_id, "run_name": run.info.run_name,
                       "study": point.study, "dataset": point.dataset, "mode": point.mode,
-                      "x": round(point.fraction * 100, 4), "seed": point.seed, "variant": point.variant,
+                      "x": round(point.swept_fraction * 100, 4), "seed": point.seed, "variant": point.variant,
                       "budget": point.budget, "identity": tags[IDENTITY_TAG], "settings": tags[SETTINGS_TAG],
                       "sweep": tags.get(SWEEP_TAG, ""), "epochs": int(params.get("epochs", 0)),
                       "init": params.get("pretrained") or RANDOM_INIT,

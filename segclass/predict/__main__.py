@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from segclass.predict.run import PredictOptions, predict_many
     from segclass.predict.source import resolve_checkpoint
     from segclass.predict.truth import find_truth
-    from segclass.trained import load_model
+    from segclass.model_file import load_model
 
     inputs = expand_inputs([Path(p) for p in args.inputs])
     if not inputs:

@@ -24,7 +24,7 @@ from segclass.predict.regions import Regions, open_regions
 from segclass.predict.sliding import BATCH_SIZE, predict_mask
 from segclass.predict.survey import THUMBNAIL_MAX_PIXELS, Survey, survey
 from segclass.predict.truth import load_truth
-from segclass.trained import TrainedModel
+from segclass.model_file import TrainedModel
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ import segclass
 from segclass.errors import ConfigError
 from segclass.grid import GridPoint, Preset, expand
 from segclass.schema import TrialIdentity, default_tracking_uri
-from segclass.sweep.manifest import DriverLock, check_sweep
-from segclass.sweep.storage import Storage
-from segclass.sweep.trial import EpochHook, run_trial
+from segclass.ray_sweep.manifest import DriverLock, check_sweep
+from segclass.ray_sweep.storage import Storage
+from segclass.ray_sweep.trial import EpochHook, run_trial
 
 if TYPE_CHECKING:
     from segclass.model import PretrainedWeights
-    from segclass.sweep.writer import TrackingWriter
+    from segclass.ray_sweep.writer import TrackingWriter
 
 
 @dataclass
@@ -134,8 +134,8 @@ def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str,
            sweep_folder: Storage, fingerprint: str, weights: "PretrainedWeights", epoch_hook: EpochHook | None,
            trainable: Callable, cache: Path) -> SweepSummary:
     """Skip what is finished, run the rest, count from MLflow what this run finished."""
-    from segclass.sweep.tracking import Tracker
-    from segclass.sweep.writer import TrackingWriter
+    from segclass.ray_sweep.tracking import Tracker
+    from segclass.ray_sweep.writer import TrackingWriter
 
     results = Path(options.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -177,8 +177,8 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
     from ray.tune.logger import JsonLoggerCallback
 
     from segclass.data.shards import read_cache
-    from segclass.sweep.callback import MlflowCallback
-    from segclass.sweep.progress import ProgressCallback, trial_dirname, trial_name
+    from segclass.ray_sweep.callback import MlflowCallback
+    from segclass.ray_sweep.progress import ProgressCallback, trial_dirname, trial_name
 
     start_ray(options)
     gpus = options.gpus_per_trial

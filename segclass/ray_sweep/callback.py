@@ -11,7 +11,7 @@ from typing import Any
 from ray import tune
 
 from segclass.schema import TrialIdentity, epoch_scalars
-from segclass.sweep.writer import TrackingWriter
+from segclass.ray_sweep.writer import TrackingWriter
 
 
 class MlflowCallback(tune.Callback):

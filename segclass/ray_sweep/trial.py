@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from segclass.grid import GridPoint
 from segclass.schema import FINAL_METRIC_PREFIXES, epoch_scalars, scalar_metrics
-from segclass.sweep.storage import Storage
+from segclass.ray_sweep.storage import Storage
 
 #: Called in the trial after each trained epoch's report with (grid point, epoch).
 #: Tests and the chaos benchmark pass one (to slow epochs, inject faults, count
@@ -48,8 +48,8 @@ def run_trial(config: dict[str, Any], data: Any = None, identities: dict[str, st
     from ray import tune
 
     from segclass.checkpoint import FILENAME, is_best_file
-    from segclass.sweep.artifacts import trial_artifacts
-    from segclass.trainer import train
+    from segclass.ray_sweep.artifacts import trial_artifacts
+    from segclass.training_loop import train
 
     started = time.time()
     point = GridPoint.from_key(config["key"])

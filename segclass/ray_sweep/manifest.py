@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from segclass.errors import TrackingStoreError
-from segclass.sweep.storage import Storage
+from segclass.ray_sweep.storage import Storage
 
 MANIFEST = "sweep.json"
 LOCK = "driver.json"

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from segclass.schema import TrialIdentity
-from segclass.sweep.storage import Storage
-from segclass.sweep.tracking import Tracker
+from segclass.ray_sweep.storage import Storage
+from segclass.ray_sweep.tracking import Tracker
 
 log = logging.getLogger(__name__)
 _STOP = object()

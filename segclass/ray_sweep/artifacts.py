@@ -70,7 +70,7 @@ def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str
 def trial_artifacts(report: dict[str, Any], checkpoint_path: Path, test_images) -> dict[str, bytes]:
     """Files for the trial's MLflow run: model, confusion matrices, sample predicted masks."""
     from segclass.evaluation import predict_eval_image
-    from segclass.trained import export_model, load_model
+    from segclass.model_file import export_model, load_model
 
     names = report["class_names"]
     trained = load_model(checkpoint_path)  # last-epoch weights
