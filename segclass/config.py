@@ -65,6 +65,7 @@ class TrainConfig:
     augment: bool = True  # random 90-degree rotations + mild colour jitter
     pretrained: str | None = None  # encoder init: 'imagenet', a resnet18 state dict file, or None/'none' (random)
     holdout_seed: int = 0  # fixes the classification-study held-out half, same for all trials
+    validate_every: int = 1  # epochs between validations (the last epoch always); the best epoch is a validated one
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
@@ -79,6 +80,8 @@ class TrainConfig:
                 f"cls_fraction is at most 0.5 in the classification study "
                 f"(half the classification patches are held out), got {self.cls_fraction}"
             )
+        if self.validate_every < 1:
+            raise ConfigError(f"validate_every must be >= 1 (epochs between validations), got {self.validate_every}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ConfigError("epochs must be >= 1 and batch_size >= 2 (BatchNorm needs 2)")
 

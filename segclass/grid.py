@@ -95,6 +95,8 @@ class Preset:
     #: epochs between trial checkpoints: each one is ~34 MB (weights + Adam state),
     #: so the paper grid (1,170 trials x 100 epochs) checkpoints every 5th epoch
     checkpoint_every: int = 1
+    #: epochs between validations (the last is always validated); the paper validates every epoch
+    validate_every: int = 1
     #: encoder init, a `--pretrained` value: "imagenet" (the paper's; downloaded once, see README) or "none"
     #: (random init, so the preset runs offline)
     pretrained: str = "none"
@@ -119,7 +121,7 @@ PRESETS: dict[str, Preset] = {
                     "a 2-core machine",
         epochs=12, seg_modes=("S", "S+C"), seg_fractions=(0.05,), seeds=(1, 2), budgets=("equal",),
         extra_arms=(("S", 1.0, "paper", "equal"), ("S+C", 0.05, "mean-softmax", "equal")),
-        checkpoint_every=4,
+        checkpoint_every=4, validate_every=4,
     ),
     "smoke": Preset(
         name="smoke",
@@ -163,7 +165,8 @@ def customise(preset: Preset, **changes) -> Preset:
 def narrow(preset: Preset, *, dataset: str | None = None, studies: tuple[str, ...] | None = None,
            modes: tuple[str, ...] | None = None, fractions: tuple[float, ...] | None = None,
            seeds: tuple[int, ...] | None = None, variants: tuple[str, ...] | None = None,
-           budgets: tuple[str, ...] | None = None, epochs: int | None = None) -> Preset:
+           budgets: tuple[str, ...] | None = None, epochs: int | None = None,
+           validate_every: int | None = None) -> Preset:
     """The preset with the CLI's grid flags applied to the whole grid, extra arms included.
 
     A flag given means "only these": `--modes S` keeps no S+C arm, `--fractions 100`
@@ -171,6 +174,8 @@ def narrow(preset: Preset, *, dataset: str | None = None, studies: tuple[str, ..
     here, before any Ray or MLflow work, so a typo costs one line, not a sweep.
     """
     _check_values(modes, fractions, seeds, epochs, variants, budgets)
+    if validate_every is not None and validate_every < 1:
+        raise ConfigError(f"--validate-every must be >= 1, got {validate_every}")
     arms = preset.extra_arms
     if modes is not None:
         arms = tuple(a for a in arms if a[0] in modes)
@@ -190,7 +195,7 @@ def narrow(preset: Preset, *, dataset: str | None = None, studies: tuple[str, ..
                           "separately with --study")
     narrowed = customise(preset, dataset=dataset, studies=studies, seg_modes=seg_modes, cls_modes=cls_modes,
                          seg_fractions=fractions, cls_fractions=fractions, seeds=seeds, variants=variants,
-                         budgets=budgets, epochs=epochs)
+                         budgets=budgets, epochs=epochs, validate_every=validate_every)
     narrowed = replace(narrowed, extra_arms=arms)
     if not expand(narrowed):
         raise ConfigError("the grid flags leave no grid point to run; check --study against --modes")

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="training epochs (the paper used 100)")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="patches of each kind per iteration")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate")
+    parser.add_argument("--validate-every", type=int, default=TrainConfig.validate_every,
+                        help="validate every N epochs and at the last; the best epoch is chosen among the validated")
     parser.add_argument("--pretrained", default=None, metavar="imagenet|none|PATH",
                         help="encoder init: 'imagenet' = torchvision's ImageNet ResNet-18 weights (IMAGENET1K_V1, the "
                              "paper's; downloaded once into torch's hub cache; offline, the error says where to put "
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(
             dataset=args.dataset, mode=args.mode, seg_fraction=args.seg_fraction, cls_fraction=args.cls_fraction,
             seed=args.seed, variant=args.variant, budget=args.budget, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, pretrained=args.pretrained,
+            batch_size=args.batch_size, lr=args.lr, pretrained=args.pretrained, validate_every=args.validate_every,
         )
         weights = resolve_pretrained(args.pretrained, progress=not args.quiet)  # before the data: fail fast
         data = load_dataset(args.dataset, args.data_root)

@@ -257,11 +257,13 @@ def train(
         started = time.perf_counter()
         metrics = train_one_epoch(model, optimizer, config, batches, trial, weights, iterations, epoch, target)
         train_seconds = time.perf_counter() - started
-        metrics.update(evaluate("val_", data.val))
+        validated = (epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs
+        if validated:
+            metrics.update(evaluate("val_", data.val))
         metrics.update(epoch=epoch + 1, train_seconds=train_seconds,
                        images_per_second=metrics["train_images"] / train_seconds if train_seconds > 0 else 0.0,
                        epoch_seconds=time.perf_counter() - started)
-        if metrics["val_macro_f1"] > best["val_macro_f1"]:
+        if validated and metrics["val_macro_f1"] > best["val_macro_f1"]:
             best = {"epoch": epoch + 1, "val_macro_f1": metrics["val_macro_f1"]}
             best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         history.append(metrics)
@@ -279,11 +281,11 @@ def train(
             if best["epoch"] != best_saved:
                 _remove_stale_best(checkpoint_path.parent, keep=best["epoch"])
                 best_saved = best["epoch"]
-        log.info(
-            "epoch %d/%d  loss %.4f (seg %.4f, cls %.4f)  val macro F1 %.3f  paper-micro F1 %.3f  %.1f img/s",
-            epoch + 1, config.epochs, metrics["train_loss"], metrics["train_loss_seg"], metrics["train_loss_cls"],
-            metrics["val_macro_f1"], metrics["val_paper_micro_f1"], metrics["images_per_second"],
-        )
+        val = (f"val macro F1 {metrics['val_macro_f1']:.3f}  paper-micro F1 {metrics['val_paper_micro_f1']:.3f}"
+               if validated else "not validated")
+        log.info("epoch %d/%d  loss %.4f (seg %.4f, cls %.4f)  %s  %.1f img/s", epoch + 1, config.epochs,
+                 metrics["train_loss"], metrics["train_loss_seg"], metrics["train_loss_cls"], val,
+                 metrics["images_per_second"])
         if on_epoch:
             on_epoch(metrics)
 

@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write a trial checkpoint every N epochs (about 34 MB each); a killed sweep loses at "
                              "most N-1 epochs per running trial (default: the preset's: "
                              + ", ".join(f"{p.name} {p.checkpoint_every}" for p in PRESETS.values()) + ")")
+    parser.add_argument("--validate-every", type=int, default=None,
+                        help="validate every N epochs and at the last; the best epoch (test_best_*) is chosen among "
+                             "the validated ones. Part of each trial's identity (default: the preset's: "
+                             + ", ".join(f"{p.name} {p.validate_every}" for p in PRESETS.values()) + ")")
     parser.add_argument("--keep-trial-files", action="store_true",
                         help="keep each finished trial's checkpoint in the storage (default: removed once its "
                              "MLflow run is finished)")
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
             modes=tuple(args.modes) if args.modes else None,
             fractions=tuple(f / 100 for f in args.fractions) if args.fractions else None,
             seeds=tuple(args.seeds) if args.seeds else None, variants=tuple(args.variants) if args.variants else None,
-            budgets=tuple(args.budgets) if args.budgets else None, epochs=args.epochs)
+            budgets=tuple(args.budgets) if args.budgets else None, epochs=args.epochs,
+            validate_every=args.validate_every)
         options = SweepOptions(
             preset=preset, name=args.name or f"{preset.name}-{preset.dataset}", data_root=args.data_root,
             address=args.address, storage=args.storage, mlflow_uri=args.mlflow_uri, results=args.results,

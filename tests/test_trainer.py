@@ -6,7 +6,7 @@ import torch
 
 from segclass.checkpoint import FILENAME, load_checkpoint
 from segclass.config import TrainConfig
-from segclass.errors import CheckpointError, TrainingError
+from segclass.errors import CheckpointError, ConfigError, TrainingError
 from segclass.subsets import select_trial_patches
 from segclass.model_file import load_trained_model
 from segclass.model import ModelOutput
@@ -200,3 +200,13 @@ def test_format_1_checkpoint_resumes_and_writes_its_best_file(tiny_data, tmp_pat
     epoch = load_checkpoint(tmp_path / FILENAME)["best"]["epoch"]
     assert (tmp_path / f"best-{epoch}.pt").is_file()
     load_trained_model(tmp_path / FILENAME, which="best")
+
+
+def test_validate_every_skips_validation_between_and_picks_the_best_among_validated(tiny_data):
+    config = TrainConfig(mode="S", seg_fraction=1.0, epochs=3, batch_size=4, validate_every=2)
+    report = train(config, tiny_data)
+    validated = [h["epoch"] for h in report["history"] if "val_macro_f1" in h]
+    assert validated == [2, 3]  # every 2nd epoch, and always the last
+    assert report["best_epoch"] in validated
+    with pytest.raises(ConfigError, match="validate_every"):
+        TrainConfig(validate_every=0)

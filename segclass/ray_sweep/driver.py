@@ -70,11 +70,11 @@ class SweepSummary:
     tracking_errors: list[str] = field(default_factory=list)
 
 
-def validate_points(points: list[GridPoint], epochs: int, batch_size: int) -> None:
+def validate_points(points: list[GridPoint], epochs: int, batch_size: int, validate_every: int = 1) -> None:
     """Build every trial's config before Ray starts: a bad value is one line, not a failed sweep."""
     for point in points:
         try:
-            point.train_config(epochs=epochs, batch_size=batch_size)
+            point.train_config(epochs=epochs, batch_size=batch_size, validate_every=validate_every)
         except ConfigError as exc:
             raise ConfigError(f"grid point {point.run_name}: {exc}") from exc
 
@@ -112,13 +112,14 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
 
     preset = options.preset
     points = expand(preset)
-    validate_points(points, preset.epochs, options.batch_size)
+    validate_points(points, preset.epochs, options.batch_size, preset.validate_every)
     # once, on the driver, before Ray or any file: workers need no copy (or download), an offline run fails in a line
     weights = resolve_pretrained(options.pretrained or preset.pretrained)
     print(f"sweep {options.name}: encoder init {weights.name}", flush=True)
     cache = ensure_cache(preset.dataset, options.data_root)
     fingerprint = read_manifest(cache)["fingerprint"]
-    identities = {p.key: TrialIdentity.of(p, p.train_config(epochs=preset.epochs, batch_size=options.batch_size)
+    identities = {p.key: TrialIdentity.of(p, p.train_config(epochs=preset.epochs, batch_size=options.batch_size,
+                                                         validate_every=preset.validate_every)
                                           .to_dict(), weights.sha256, fingerprint) for p in points}
     settings = next(iter(identities.values())).settings_dict
 
@@ -191,7 +192,8 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
     checkpoint_every = options.checkpoint_every or options.preset.checkpoint_every
     # a trial's TrainConfig names its weights ("" for random init: None, as in checkpoints of earlier sweeps)
     pretrained_name = weights.name if weights.state is not None else ""
-    static = {"epochs": options.preset.epochs, "batch_size": options.batch_size, "pretrained_sha256": weights.sha256,
+    static = {"epochs": options.preset.epochs, "batch_size": options.batch_size,
+              "validate_every": options.preset.validate_every, "pretrained_sha256": weights.sha256,
               "pretrained_name": pretrained_name,
               "checkpoint_every": checkpoint_every, "threads": max(1, int(options.cpus_per_trial)),
               "data_fingerprint": fingerprint, "sweep_storage": sweep_folder.uri}

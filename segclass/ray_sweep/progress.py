@@ -42,6 +42,7 @@ class ProgressCallback(tune.Callback):
         self.last_status = self.started
         self.done = 0
         self.epoch_of: dict[str, int] = {}  # trial id -> last epoch reported
+        self.val_of: dict[str, float] = {}  # trial id -> val macro F1 of its last validated epoch
         self.trial_started: dict[str, float] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with its experiment state
@@ -65,6 +66,8 @@ class ProgressCallback(tune.Callback):
             self._print(f"{self.done}/{self.total} done: {trial_name(trial)}: {scores} ({_minutes(took)})")
         else:
             self.epoch_of[trial.trial_id] = int(result.get("epoch", 0))
+            if "val_macro_f1" in result:
+                self.val_of[trial.trial_id] = float(result["val_macro_f1"])
         self._status(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -80,7 +83,9 @@ class ProgressCallback(tune.Callback):
         self.last_status = now
         running = [t for t in trials if t.status == "RUNNING"]
         waiting = sum(1 for t in trials if t.status == "PENDING")
-        shown = ", ".join(f"{trial_name(t)} epoch {self.epoch_of.get(t.trial_id, 0)}/{self.epochs}" for t in running[:4])
+        shown = ", ".join(f"{trial_name(t)} epoch {self.epoch_of.get(t.trial_id, 0)}/{self.epochs}"
+                          + (f" val F1 {self.val_of[t.trial_id]:.2f}" if t.trial_id in self.val_of else "")
+                          for t in running[:4])
         more = f" and {len(running) - 4} more" if len(running) > 4 else ""
         epochs_done = self.done * self.epochs + sum(self.epoch_of.get(t.trial_id, 0) for t in running)
         share = epochs_done / max(1, self.total * self.epochs)
