@@ -97,7 +97,7 @@ class Preset:
     checkpoint_every: int = 1
     #: epochs between validations (the last is always validated); the paper validates every epoch
     validate_every: int = 1
-    #: encoder init, a `--pretrained` value: "imagenet" (the paper's; downloaded once, see README) or "none"
+    #: encoder init, a `--pretrained` value: "imagenet" (the paper's; downloaded once, see docs/sweep.md) or "none"
     #: (random init, so the preset runs offline)
     pretrained: str = "none"
 

@@ -10,7 +10,7 @@ of one grid point are not. Each MLflow run carries:
 
 - tags: `segclass.identity` (a short hash of the identity), `segclass.grid_key`
   (the grid point), `segclass.settings` (a short hash of the identity without
-  the grid point: what a table cell must hold constant), `segclass.ray_sweep`;
+  the grid point: what a table cell must hold constant), `segclass.sweep`;
 - params: every identity field, readable (numbers as numbers, so MLflow's
   `params.seg_percent < 10` style filters work on what they can);
 - metrics: per-epoch `train_*` / `val_*` at step = epoch, and `final_*` once.
@@ -91,7 +91,7 @@ def experiment_description(point: GridPoint) -> str:
             f"(mode, {letter} in %, seed, variant, budget). Compare final_test_macro_f1 and "
             f"final_test_paper_micro_f1 (add them as columns; per-epoch curves: val_macro_f1, train_loss), filter "
             f"with e.g. params.mode = 'S+C' and params.variant = 'paper' ({percent_param} holds {letter}); "
-            f"tags segclass.ray_sweep and segclass.settings keep one sweep and one set of training settings apart.")
+            f"tags segclass.sweep and segclass.settings keep one sweep and one set of training settings apart.")
 
 
 def short_hash(values: dict[str, Any]) -> str:

@@ -27,13 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dataset", default="synthetic",
                         help="dataset name: 'synthetic' (generated on first use), 'bach', 'gleason2019', "
-                             "'digestpath2019' (their files under --data-root) or 'folder' (your own data, see README)")
+                             "'digestpath2019' (their files under --data-root) or 'folder' (your own data, see docs/data.md)")
     parser.add_argument("--data-root", default=None,
                         help="folder holding the dataset's files; default for synthetic: data_cache/synthetic/source")
     parser.add_argument("--mode", default="S+C", choices=MODES,
                         help="which patches to train on: S = s%% segmentation only; S+C = s%% segmentation + "
                              "(100-s)%% classification; S+C* = s%% segmentation + all classification; "
-                             "S2+C2, S2+C2*, S2*+C2 = classification study (see README)")
+                             "S2+C2, S2+C2*, S2*+C2 = classification study (see docs/sweep.md)")
     parser.add_argument("--seg-fraction", type=float, default=0.05,
                         help="s as a fraction in [0, 1]: share of segmentation patches (0.05 = 5%%)")
     parser.add_argument("--cls-fraction", type=float, default=0.0,

@@ -7,7 +7,7 @@ cache if missing, run the `quick` preset, log to results/mlflow.db.
     python sweeps/full_grid.py --preset smoke                    # a first try, a few minutes
     python sweeps/full_grid.py --preset quick --pretrained imagenet   # with the paper's ImageNet init
     python sweeps/full_grid.py --address auto --preset paper --dataset bach --data-root /shared/BACH \\
-        --storage /shared/segclass/tune --mlflow-uri http://HEAD_IP:5000    # on a cluster (see README)
+        --storage /shared/segclass/tune --mlflow-uri http://HEAD_IP:5000    # on a cluster (see docs/sweep.md)
     python sweeps/full_grid.py                                   # rerun: resumes, skipping finished trials
     python sweeps/full_grid.py --seeds 1 2 3 --grow              # add grid points to the same sweep
 """
