@@ -208,10 +208,10 @@ def prepare_images(arrays: DatasetArrays, params: BuildParams, report: BuildRepo
         report.stain = normalizer.report()
         report.stain_reference = normalizer.state()
         if normalizer.failures:  # recorded in the manifest's report.stain; expected, so not a warning
-            log.info(
-                "stain normalization left %d of %d images as they were: too little stained tissue or a single stain (glass, "
-                "fat, pale stroma) to estimate two stain vectors; expected, and those images keep their own colours; e.g. %s",
-                len(normalizer.failures), normalizer.attempts, ", ".join(normalizer.failures[:5]))
+            log.info("stain normalization left %d of %d images as they were: too little stained tissue or a single "
+                     "stain (glass, fat, pale stroma) to estimate two stain vectors; expected, and those images keep "
+                     "their own colours; e.g. %s", len(normalizer.failures), normalizer.attempts,
+                     ", ".join(normalizer.failures[:5]))
     return result
 
 
