@@ -11,9 +11,11 @@ of one grid point are not. Each MLflow run carries:
 - tags: `segclass.identity` (a short hash of the identity), `segclass.grid_key`
   (the grid point), `segclass.settings` (a short hash of the identity without
   the grid point: what a table cell must hold constant), `segclass.sweep`;
-- params: every identity field, readable (numbers as numbers, so MLflow's
-  `params.seg_percent < 10` style filters work on what they can);
-- metrics: per-epoch `train_*` / `val_*` at step = epoch, and `final_*` once.
+- params: every identity field, readable (MLflow keeps params as strings, so
+  they filter by `=`, `!=` and `LIKE` only);
+- metrics: per-epoch `train_*` / `val_*` at step = epoch, and `final_*` once;
+  s or c in percent also as the metric `seg_percent` / `cls_percent`, so that
+  `metrics.seg_percent < 10` compares numbers (`swept_metric`).
 """
 
 from __future__ import annotations
@@ -90,8 +92,15 @@ def experiment_description(point: GridPoint) -> str:
     return (f"segclass, the {point.study} study on {point.dataset}: one run per trial, named from its grid point "
             f"(mode, {letter} in %, seed, variant, budget). Compare final_test_macro_f1 and "
             f"final_test_paper_micro_f1 (add them as columns; per-epoch curves: val_macro_f1, train_loss), filter "
-            f"with e.g. params.mode = 'S+C' and params.variant = 'paper' ({percent_param} holds {letter}); "
+            f"with e.g. params.mode = 'S+C' and params.variant = 'paper' and metrics.{percent_param} <= 10 "
+            f"({percent_param} holds {letter} in %, as a param and as a metric); "
             f"tags segclass.sweep and segclass.settings keep one sweep and one set of training settings apart.")
+
+
+def swept_metric(point: GridPoint) -> tuple[str, float]:
+    """(name, value) of the metric holding s or c in percent: params are strings, metrics compare as numbers."""
+    name = "seg_percent" if point.study == "segmentation" else "cls_percent"
+    return name, round(point.swept_fraction * 100, 4)
 
 
 def short_hash(values: dict[str, Any]) -> str:

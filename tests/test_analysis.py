@@ -319,3 +319,14 @@ def test_init_labels():
     assert init_text({"bach": "x", "gleason2019": "x"}) == "init: x"
     assert init_text({"gleason2019": "y", "bach": "x"}) == "init: bach: x; gleason2019: y"
     assert init_text({}) == ""
+
+
+def test_s_filters_as_a_number_in_mlflow(store):
+    """Params are strings in MLflow; s is also a metric, so `<` compares numbers (5 < 10 < 100)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("segclass-segmentation-synthetic")
+    found = client.search_runs([experiment.experiment_id], "metrics.seg_percent < 10 and attributes.status = 'FINISHED'")
+    assert sorted(float(run.data.params["seg_percent"]) for run in found) == [5.0] * 4
+    assert "metrics.seg_percent" in experiment.tags.get("mlflow.note.content", "")

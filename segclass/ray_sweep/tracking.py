@@ -18,7 +18,7 @@ from typing import Any
 
 from segclass.schema import (FINAL_METRIC_PREFIXES, FINAL_PREFIX, FINISHED, IDENTITY_TAG, SUPERSEDED_TAG,
                              TrialIdentity, check_run_is_current, experiment_description, experiment_name, iter_runs,
-                             scalar_metrics)
+                             scalar_metrics, swept_metric)
 
 log = logging.getLogger(__name__)
 #: MLflow's log_batch takes at most 1,000 metrics per call.
@@ -141,11 +141,13 @@ class Tracker:
         return int(max((m.value for m in self.client.get_metric_history(run_id, "epoch")), default=0))
 
     def _create(self, identity: TrialIdentity, params: dict[str, Any]) -> str:
-        from mlflow.entities import Param
+        from mlflow.entities import Metric, Param
 
         run = self.client.create_run(self.experiment_id(identity), run_name=identity.point.run_name,
                                      tags=identity.tags(self.sweep))
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        swept, value = swept_metric(identity.point)
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                              metrics=[Metric(swept, value, int(time.time() * 1000), 0)])
         self._last_epoch[identity.digest] = 0
         if self._index is not None:
             self._index.setdefault(identity.digest, []).append(run.info.run_id)
