@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "file), 'none' = random init, or PATH of a local torchvision resnet18 state dict. "
                              "Resolved once by the driver before Ray starts and sent to the workers; part of each "
                              "trial's identity (the file's content hash)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print Ray's and Tune's own console output (Tune's trial table and result boxes, "
+                             "Ray's start-up lines, MLflow's info lines); by default only segclass's progress lines")
     parser.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to offer (default: all)")
     parser.add_argument("--num-gpus", type=float, default=None,
                         help="local Ray only: logical GPUs to offer (default: detected)")
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
     """`epoch_hook` runs in every trial after each epoch; tests and the chaos benchmark pass one."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # MLflow's store set-up lines say nothing a user acts on
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     from segclass.errors import SegclassError
     from segclass.ray_sweep.driver import SweepOptions, run_sweep
 
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
             gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial, max_failures=args.max_failures,
             checkpoint_every=args.checkpoint_every, grow=args.grow, resume=args.resume,
             keep_trial_files=args.keep_trial_files, pretrained=args.pretrained, num_cpus=args.num_cpus,
-            num_gpus=args.num_gpus)
+            num_gpus=args.num_gpus, verbose=args.verbose)
         summary = run_sweep(options, epoch_hook=epoch_hook)
     except SegclassError as exc:
         print(f"error: {exc}", file=sys.stderr)

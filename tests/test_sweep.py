@@ -100,6 +100,10 @@ def test_smoke_sweep_rerun_growth_and_identity(tmp_path, tiny_root):
     assert "segclass.predict --checkpoint" in out
     assert f"{len(planned)} ran to the end now, 0 skipped" in out
     assert f"1/{len(planned)} done: " in out and "Trial status" not in out  # our console, not Tune's boxes
+    assert "Configuration for experiment" not in out and "View detailed results" not in out
+    finished = [line.split("done: ", 1)[1].split(":")[0] for line in out.splitlines() if "done: " in line]
+    assert sorted(finished) == sorted(p.run_name for p in planned)  # trials named by their grid points
+    assert len(out.splitlines()) <= 50, out  # one screen
     rebuild = next(line for line in out.splitlines() if line.startswith("Rebuild the paper's tables"))
     report = subprocess.run(rebuild.split(": ", 1)[1], shell=True, cwd=tmp_path, capture_output=True, text=True,
                             timeout=600)  # runs as printed

@@ -15,6 +15,7 @@ py_modules), so a node needs only the dependencies.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class SweepOptions:
     batch_size: int = 20
     num_cpus: int | None = None  # local Ray only
     num_gpus: float | None = None  # local Ray only (a logical count; useful to test fractional packing)
+    verbose: bool = False  # Ray's and Tune's own console output (trial tables, result boxes) as well as ours
 
 
 @dataclass
@@ -85,12 +87,13 @@ def start_ray(options: SweepOptions) -> None:
 
     if ray.is_initialized():
         return
+    quiet = {} if options.verbose else {"logging_level": logging.WARNING}  # no "Started a local Ray instance"
     if options.address:
         package = str(Path(segclass.__file__).resolve().parent)
-        ray.init(address=options.address, log_to_driver=False, runtime_env={"py_modules": [package]})
+        ray.init(address=options.address, log_to_driver=False, runtime_env={"py_modules": [package]}, **quiet)
     else:
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                 num_cpus=options.num_cpus, num_gpus=options.num_gpus, log_to_driver=False)
+                 num_cpus=options.num_cpus, num_gpus=options.num_gpus, log_to_driver=False, **quiet)
 
 
 def _next_tune_name(folder: Storage) -> str:
@@ -202,14 +205,16 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
     name = _next_tune_name(sweep_folder)
     # MLflow is the record; Tune keeps only its JSON log (result.json per trial), not CSV or TensorBoard files
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if not options.verbose:  # Tune's reporter prints its config box and result path even at verbose=0
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         tune.with_resources(trial, {"cpu": options.cpus_per_trial, "gpu": gpus}),
         param_space={**static, "key": tune.grid_search([p.key for p in todo])},
         # a worker process runs trial after trial: no process start and imports per trial
         tune_config=tune.TuneConfig(reuse_actors=True, trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_dirname),
-        # Tune's console is off: ProgressCallback prints a line per trial and a status line each minute
-        run_config=tune.RunConfig(name=name, storage_path=sweep_folder.uri, verbose=0,
+        # Tune's console is off unless asked for: ProgressCallback prints a line per trial and a status line
+        run_config=tune.RunConfig(name=name, storage_path=sweep_folder.uri, verbose=2 if options.verbose else 0,
                                   callbacks=[callback, JsonLoggerCallback(),
                                              ProgressCallback(len(todo), options.preset.epochs)],
                                   failure_config=tune.FailureConfig(max_failures=options.max_failures)),
