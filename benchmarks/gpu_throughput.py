@@ -55,52 +55,80 @@ def render_arrays(cls_patches: int, seg_patches: int, unique: int, seed: int = 0
     )
 
 
-def _train_worker(arrays_path: str, device: str, threads: int, epochs: int, barrier, queue) -> None:
-    import torch
+def worker_arrays(arrays_path: str, threads: int, barrier):
+    """In a `run_together` process: set its threads, load its arrays, wait for the others."""
+    import pickle
 
-    from segclass.config import TrainConfig
-    from segclass.training_loop import train
+    import torch
 
     torch.set_num_threads(threads)
     with open(arrays_path, "rb") as file:
-        import pickle
-
-        data = pickle.load(file)
+        arrays = pickle.load(file)
     barrier.wait()
+    return arrays
+
+
+def write_result(path: str, result: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}", flush=True)
+
+
+def peak_gpu_mib(device: str) -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
+
+
+def _train_worker(arrays_path: str, threads: int, device: str, epochs: int, barrier, queue) -> None:
+    from segclass.config import TrainConfig
+    from segclass.training_loop import train
+
+    data = worker_arrays(arrays_path, threads, barrier)
     started = time.perf_counter()
     report = train(TrainConfig(mode="S+C*", seg_fraction=1.0, epochs=epochs, budget="paper"), data, device=device)
     steady = report["history"][-1]
     queue.put({"images_per_second": steady["images_per_second"], "train_seconds": steady["train_seconds"],
-               "wall_seconds": time.perf_counter() - started,
-               "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0})
+               "wall_seconds": time.perf_counter() - started, "peak_gpu_mib": peak_gpu_mib(device)})
+
+
+def run_together(target, arrays, count: int, *args) -> list[dict]:
+    """Start `count` spawned processes `target(arrays_path, threads, *args, barrier, queue)` at once; their results.
+
+    The arrays go through a pickle file (each process loads its own copy, as a
+    Ray trial gets its own); CPU threads are split evenly; the barrier lines
+    the processes up after their start-up so they time the same moments.
+    """
+    import pickle
+
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // count)
+    with tempfile.TemporaryDirectory() as folder:
+        arrays_path = str(Path(folder) / "arrays.pkl")
+        with open(arrays_path, "wb") as file:
+            pickle.dump(arrays, file)
+        barrier, queue = context.Barrier(count), context.Queue()
+        workers = [context.Process(target=target, args=(arrays_path, threads, *args, barrier, queue))
+                   for _ in range(count)]
+        for worker in workers:
+            worker.start()
+        results = [queue.get(timeout=3600) for _ in workers]
+        for worker in workers:
+            worker.join()
+    return results
 
 
 def packing(arrays, device: str, counts: list[int], epochs: int) -> list[dict]:
     """Aggregate training throughput with K processes sharing the device."""
-    context = multiprocessing.get_context("spawn")
-    cores = os.cpu_count() or 1
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        arrays_path = str(Path(folder) / "arrays.pkl")
-        import pickle
-
-        with open(arrays_path, "wb") as file:
-            pickle.dump(arrays, file)
-        for count in counts:
-            barrier, queue = context.Barrier(count), context.Queue()
-            workers = [context.Process(target=_train_worker, args=(arrays_path, device, max(1, cores // count),
-                                                                   epochs, barrier, queue)) for _ in range(count)]
-            for worker in workers:
-                worker.start()
-            results = [queue.get(timeout=1800) for _ in workers]
-            for worker in workers:
-                worker.join()
-            total = sum(r["images_per_second"] for r in results)
-            rows.append({"processes": count, "aggregate_images_per_second": round(total, 1),
-                         "per_process_images_per_second": round(total / count, 1),
-                         "peak_gpu_mib_per_process": round(max(r["peak_gpu_mib"] for r in results), 1)})
-            print(f"packing K={count}: {total:8.1f} images/s aggregate, {total / count:7.1f} per trial, "
-                  f"peak {rows[-1]['peak_gpu_mib_per_process']:.0f} MiB GPU memory per trial", flush=True)
+    for count in counts:
+        results = run_together(_train_worker, arrays, count, device, epochs)
+        total = sum(r["images_per_second"] for r in results)
+        rows.append({"processes": count, "aggregate_images_per_second": round(total, 1),
+                     "per_process_images_per_second": round(total / count, 1),
+                     "peak_gpu_mib_per_process": round(max(r["peak_gpu_mib"] for r in results), 1)})
+        print(f"packing K={count}: {total:8.1f} images/s aggregate, {total / count:7.1f} per trial, "
+              f"peak {rows[-1]['peak_gpu_mib_per_process']:.0f} MiB GPU memory per trial", flush=True)
     return rows
 
 
@@ -160,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         result["packing"] = packing(arrays, args.device, args.packing, args.epochs)
     with tempfile.TemporaryDirectory() as folder:
         result["prediction"] = prediction(args.device, args.predict_batches, args.predict_side, Path(folder))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}", flush=True)
+    write_result(args.out, result)
     return 0
 
 

@@ -24,13 +24,9 @@ augmenting) costs. Goal: the trainer at >= 0.9 of the bare step.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import multiprocessing
 import os
-import pickle
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -51,8 +47,7 @@ def bach_sized_arrays(seed: int = 0):
     from segclass.data.arrays import EvalImage
     from segclass.synthetic import random_appearance, render_tissue, slide_labels
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from gpu_throughput import render_arrays
+    from gpu_throughput import render_arrays  # benchmarks/ is on sys.path when a script of it runs
 
     arrays = render_arrays(CLS_PATCHES, SEG_PATCHES, unique=64, seed=seed)
     rng = np.random.default_rng(seed + 1)
@@ -144,59 +139,45 @@ def cpu_ratio(arrays, threads: int, steps: int) -> dict[str, float]:
 # ---------------------------------------------------------------------------
 # GPU: K trials per device
 # ---------------------------------------------------------------------------
-def _trial_worker(arrays_path: str, device: str, threads: int, epochs: int, barrier, queue) -> None:
-    import torch
+def _trial_worker(arrays_path: str, threads: int, device: str, epochs: int, barrier, queue) -> None:
+    from gpu_throughput import peak_gpu_mib, worker_arrays
 
     from segclass.training_loop import train
 
-    torch.set_num_threads(threads)
-    with open(arrays_path, "rb") as file:
-        arrays = pickle.load(file)
-    barrier.wait()
+    arrays = worker_arrays(arrays_path, threads, barrier)
     started = time.perf_counter()
     report = train(trial_config(epochs), arrays, device=device)
     steady = report["history"][1:] or report["history"]  # the first epoch pays for warm-up
     queue.put({"wall_seconds": time.perf_counter() - started,
                "train_seconds": float(np.mean([h["train_seconds"] for h in steady])),
                "epoch_seconds": float(np.mean([h["epoch_seconds"] for h in steady])),
-               "train_images": float(np.mean([h["train_images"] for h in steady])),
-               "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0})
+               "train_images": float(np.mean([h["train_images"] for h in steady])), "peak_gpu_mib": peak_gpu_mib(device)})
 
 
 def packing(arrays, device: str, counts: list[int], epochs: int, grid: dict[str, float]) -> list[dict]:
-    context = multiprocessing.get_context("spawn")
-    cores = os.cpu_count() or 1
+    """Per K: the cost of a trial-epoch with K trials sharing the GPU, and the paper grid's hours at that K."""
+    from gpu_throughput import run_together
+
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        arrays_path = str(Path(folder) / "arrays.pkl")
-        with open(arrays_path, "wb") as file:
-            pickle.dump(arrays, file)
-        for k in counts:
-            barrier, queue = context.Barrier(k), context.Queue()
-            workers = [context.Process(target=_trial_worker, args=(arrays_path, device, max(1, cores // k), epochs,
-                                                                   barrier, queue)) for _ in range(k)]
-            for worker in workers:
-                worker.start()
-            results = [queue.get(timeout=3600) for _ in workers]
-            for worker in workers:
-                worker.join()
-            epoch_seconds = float(np.mean([r["epoch_seconds"] for r in results]))  # K epochs share the GPU
-            train_rate = sum(r["train_images"] / r["train_seconds"] for r in results)
-            eval_share = float(np.mean([1 - r["train_seconds"] / r["epoch_seconds"] for r in results]))
-            # the grid at this K: training at the aggregate rate, plus each trial-epoch's validation
-            val_seconds = epoch_seconds * eval_share
-            grid_seconds = grid["training_images"] / train_rate + grid["trial_epochs"] * val_seconds / k
-            row = {"trials_per_gpu": k, "gpu_seconds_per_trial_epoch": round(epoch_seconds / k, 3),
-                   "training_images_per_second_per_trial": round(train_rate / k, 1),
-                   "training_images_per_second": round(train_rate, 1), "evaluation_share": round(eval_share, 3),
-                   "grid_hours_1_gpu": round(grid_seconds / 3600, 2), "grid_hours_8_gpus": round(grid_seconds / 8 / 3600, 2),
-                   "peak_gpu_mib_per_trial": round(max(r["peak_gpu_mib"] for r in results), 1)}
-            rows.append(row)
-            print(f"K={k}: {row['gpu_seconds_per_trial_epoch']:.2f} GPU-s per trial-epoch, "
-                  f"{row['training_images_per_second']:.0f} training images/s in all "
-                  f"({row['training_images_per_second_per_trial']:.0f} per trial), evaluation "
-                  f"{row['evaluation_share']:.0%} of an epoch; paper grid {row['grid_hours_1_gpu']:.1f} h on 1 GPU, "
-                  f"{row['grid_hours_8_gpus']:.1f} h on 8", flush=True)
+    for k in counts:
+        results = run_together(_trial_worker, arrays, k, device, epochs)
+        epoch_seconds = float(np.mean([r["epoch_seconds"] for r in results]))  # K epochs share the GPU
+        train_rate = sum(r["train_images"] / r["train_seconds"] for r in results)
+        eval_share = float(np.mean([1 - r["train_seconds"] / r["epoch_seconds"] for r in results]))
+        # the grid at this K: training at the aggregate rate, plus each trial-epoch's validation
+        val_seconds = epoch_seconds * eval_share
+        grid_seconds = grid["training_images"] / train_rate + grid["trial_epochs"] * val_seconds / k
+        row = {"trials_per_gpu": k, "gpu_seconds_per_trial_epoch": round(epoch_seconds / k, 3),
+               "training_images_per_second_per_trial": round(train_rate / k, 1),
+               "training_images_per_second": round(train_rate, 1), "evaluation_share": round(eval_share, 3),
+               "grid_hours_1_gpu": round(grid_seconds / 3600, 2), "grid_hours_8_gpus": round(grid_seconds / 8 / 3600, 2),
+               "peak_gpu_mib_per_trial": round(max(r["peak_gpu_mib"] for r in results), 1)}
+        rows.append(row)
+        print(f"K={k}: {row['gpu_seconds_per_trial_epoch']:.2f} GPU-s per trial-epoch, "
+              f"{row['training_images_per_second']:.0f} training images/s in all "
+              f"({row['training_images_per_second_per_trial']:.0f} per trial), evaluation "
+              f"{row['evaluation_share']:.0%} of an epoch; paper grid {row['grid_hours_1_gpu']:.1f} h on 1 GPU, "
+              f"{row['grid_hours_8_gpus']:.1f} h on 8", flush=True)
     return rows
 
 
@@ -211,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+    from gpu_throughput import write_result
 
     cuda = args.device.startswith("cuda")
     name = torch.cuda.get_device_name(0) if cuda else f"cpu ({os.cpu_count()} cores)"
@@ -226,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         row = result["cpu"]
         print(f"CPU, {row['threads']} thread(s): trainer {row['trainer_images_per_second']:.1f} images/s, bare step "
               f"{row['bare_images_per_second']:.1f} images/s: ratio {row['ratio']:.2f} (goal >= 0.9)", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}", flush=True)
+    write_result(args.out, result)
     return 0
 
 
