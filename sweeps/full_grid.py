@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
     """`epoch_hook` runs in every trial after each epoch; tests and the chaos benchmark pass one."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # MLflow's store set-up lines say nothing a user acts on
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if not args.verbose:  # MLflow's store set-up lines say nothing a user acts on (read when mlflow is imported)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     from segclass.errors import SegclassError
     from segclass.ray_sweep.driver import SweepOptions, run_sweep
 
