@@ -75,19 +75,22 @@ class BuildReport:
 Loader = Callable[[Path, BuildParams, BuildReport], DatasetArrays]
 
 
-def _adapters() -> dict[str, Loader]:
-    from segclass.data import bach, digestpath, folder, gleason
+#: Dataset name -> (module of segclass.data, its loader); imported on use: the readers are heavy imports.
+ADAPTERS = {
+    "synthetic": ("folder", "load_synthetic"),
+    "folder": ("folder", "load_folder_dataset"),
+    "bach": ("bach", "load_bach"),
+    "gleason2019": ("gleason", "load_gleason"),
+    "digestpath2019": ("digestpath", "load_digestpath"),
+}
+DATASET_NAMES = tuple(ADAPTERS)
 
-    return {
-        "synthetic": folder.load_synthetic,
-        "folder": folder.load_folder_dataset,
-        "bach": bach.load_bach,
-        "gleason2019": gleason.load_gleason,
-        "digestpath2019": digestpath.load_digestpath,
-    }
 
+def _adapter(dataset: str) -> Loader:
+    import importlib
 
-DATASET_NAMES = ("synthetic", "folder", "bach", "gleason2019", "digestpath2019")
+    module, function = ADAPTERS[dataset]
+    return getattr(importlib.import_module(f"segclass.data.{module}"), function)
 
 
 def fingerprint(root: Path, params: BuildParams, dataset: str) -> str:
@@ -110,8 +113,7 @@ def cache_is_current(out_dir: Path, expected: str) -> bool:
 
 def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: BuildParams = BuildParams()) -> Path:
     """Build (or keep, when current) the shard cache of `dataset` from its files under `root`."""
-    adapters = _adapters()
-    if dataset not in adapters:
+    if dataset not in ADAPTERS:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
     root, out_dir = Path(root), Path(out_dir)
     if dataset == "synthetic":  # generated on first use; its files are then the source like any other
@@ -129,7 +131,7 @@ def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: Bui
     log.info("building the %s shard cache into %s (once per source and settings)", dataset, out_dir)
     started = time.perf_counter()
     report = BuildReport()
-    arrays = adapters[dataset](root, params, report)
+    arrays = _adapter(dataset)(root, params, report)
     _check_classes(arrays, report)
     arrays = prepare_images(arrays, params, report)
     patches = len(arrays.seg_labels) + len(arrays.cls_labels)
