@@ -28,7 +28,6 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
