@@ -27,7 +27,7 @@ still chosen by `val_macro_f1`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -64,13 +64,19 @@ def predict_eval_image(
 def evaluate_images(
     model: torch.nn.Module, images: Iterable[EvalImage], num_classes: int, class_names: Sequence[str],
     patch_size: int = 128, stride: int = 64, device: str | torch.device = "cpu", prefix: str = "",
-    batch_size: int = BATCH_SIZE,
+    batch_size: int = BATCH_SIZE, on_prediction: Callable[[EvalImage, np.ndarray], None] | None = None,
 ) -> dict:
-    """Pixel metrics over all `images` pooled into one confusion matrix (and one over tissue only)."""
+    """Pixel metrics over all `images` pooled into one confusion matrix (and one over tissue only).
+
+    `on_prediction(image, predicted mask)` sees each prediction, so a caller that
+    also wants the masks (a trial's sample artifacts) does not predict twice.
+    """
     scores = PixelScores(num_classes)
     for item in images:
         mask, tissue = predict_eval_image(model, item, num_classes, patch_size, stride, batch_size, device)
         scores.update(item.mask, mask, tissue)
+        if on_prediction is not None:
+            on_prediction(item, mask)
     return scores.summary(list(class_names), prefix=prefix)
 
 

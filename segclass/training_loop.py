@@ -30,7 +30,7 @@ from segclass.batches import TrialBatches
 from segclass.checkpoint import FILENAME, best_filename, is_best_file, load_best, load_checkpoint, save_checkpoint
 from segclass.compute import autocast, pick_device, place_model, uses_channels_last
 from segclass.config import ModelConfig, TrainConfig
-from segclass.data.arrays import DatasetArrays
+from segclass.data.arrays import DatasetArrays, EvalImage
 from segclass.errors import CheckpointError, TrainingError
 from segclass.evaluation import evaluate_images, evaluate_patches
 from segclass.losses import class_weights, weighted_pixel_loss
@@ -195,6 +195,7 @@ def train(
     checkpoint_every: int = 1,
     pretrained_state: dict[str, torch.Tensor] | None = None,
     on_resume: Callable[[list[dict[str, Any]]], None] | None = None,
+    on_test_prediction: Callable[[EvalImage, np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
     """Train one trial and return its final report (test metrics, sizes, timing).
 
@@ -204,7 +205,8 @@ def train(
     `on_resume(history)` then sees the epochs the checkpoint already holds.
     Each epoch's metrics say whether a checkpoint was written (`checkpointed`).
     `pretrained_state` (a state dict the caller resolved once) replaces
-    resolving `config.pretrained` here.
+    resolving `config.pretrained` here. `on_test_prediction(image, mask)` sees
+    the last-epoch model's mask of each test image (the `test_` metrics' masks).
     """
     data.validate()
     check_patches_available(config, data)
@@ -248,9 +250,10 @@ def train(
             on_resume(history)
 
     # the loop ----------------------------------------------------------------
-    def evaluate(prefix: str, images) -> dict[str, Any]:
+    def evaluate(prefix: str, images, on_prediction=None) -> dict[str, Any]:
         return evaluate_images(
-            model, images, data.num_classes, data.class_names, config.patch_size, config.eval_stride, target, prefix
+            model, images, data.num_classes, data.class_names, config.patch_size, config.eval_stride, target, prefix,
+            on_prediction=on_prediction,
         )
 
     for epoch in range(start_epoch, config.epochs):
@@ -296,7 +299,7 @@ def train(
         "class_names": list(data.class_names), "class_weights": weights.cpu().tolist(),
         "pretrained": pretrained_name(config.pretrained),
     }
-    report.update(evaluate("test_", data.test))
+    report.update(evaluate("test_", data.test, on_test_prediction))
     if config.study == "classification":
         report.update(evaluate_patches(model, data.cls_images[trial.cls_holdout], data.cls_labels[trial.cls_holdout],
                                        data.num_classes, device=target, prefix="holdout_cls_"))

@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GPU share of one trial, e.g. 0.25 packs 4 trials per GPU; default 0.25 when the "
                              "cluster has GPUs, else 0 (CPU)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores reserved per trial (default: 1)")
-    parser.add_argument("--storage", default="results/tune",
-                        help="sweep storage (trial checkpoints by identity, Tune's logs; default: results/tune): a "
+    parser.add_argument("--storage", default=None,
+                        help="sweep storage (trial checkpoints by identity, Tune's logs; default: RESULTS/tune): a "
                              "folder every node can read and write on a cluster, or any URI pyarrow understands "
                              "(s3://, gs://, ...)")
     parser.add_argument("--mlflow-uri", default=None,

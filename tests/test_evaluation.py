@@ -58,6 +58,29 @@ def test_image_without_recorded_tissue_gets_it_from_its_pixels(tiny_trained, tin
     assert np.array_equal(tissue, foreground_mask(recorded.rgb)) and not mask[~tissue].any()
 
 
+def test_trial_sample_masks_are_the_masks_its_test_metrics_scored(tiny_data, tmp_path):
+    """The run's sample masks come from the trainer's test pass (no second prediction) and equal predict's."""
+    import io
+
+    from PIL import Image
+
+    from segclass.config import TrainConfig
+    from segclass.ray_sweep.artifacts import trial_artifacts
+    from segclass.training_loop import train
+
+    seen: list[tuple[EvalImage, np.ndarray]] = []
+    report = train(TrainConfig(mode="S", seg_fraction=0.5, epochs=1, batch_size=4), tiny_data, run_dir=tmp_path,
+                   on_test_prediction=lambda item, mask: seen.append((item, mask)))
+    assert [item.name for item, _ in seen] == [item.name for item in tiny_data.test]
+    files = trial_artifacts(report, tmp_path / "checkpoint.pt", seen)
+    trained = load_model(tmp_path / "checkpoint.pt")  # the last-epoch weights model.pt holds
+    for item, mask in seen:
+        expected, _ = predict_eval_image(trained.model, item, trained.num_classes)
+        assert np.array_equal(mask, expected)
+        stored = np.asarray(Image.open(io.BytesIO(files[f"masks/{item.name}_pred.png"])))
+        assert max(item.mask.shape) <= 512 and np.array_equal(stored, expected)  # small enough to be kept whole
+
+
 def _reference_average(model: torch.nn.Module, rgb: np.ndarray, patch: int, stride: int) -> np.ndarray:
     """Every window through the network, logits averaged pixel by pixel: the definition, written plainly."""
     height, width = rgb.shape[:2]

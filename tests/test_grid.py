@@ -15,12 +15,13 @@ def test_paper_preset_is_the_full_grid():
     assert PRESETS["paper"].epochs == 100 and {p.variant for p in points} == {"paper"}
 
 
-def test_quick_preset_compares_heads_at_equal_steps_with_s_at_100_as_reference():
+def test_quick_preset_compares_every_mode_and_heads_at_equal_steps_with_s_at_100_as_reference():
     points = PRESETS["quick"].points()
     arms = {(p.mode, p.swept_fraction, p.variant) for p in points}
-    assert arms == {("S", 0.05, "paper"), ("S", 1.0, "paper"), ("S+C", 0.05, "paper"), ("S+C", 0.05, "mean-softmax")}
+    assert arms == {("S", 0.05, "paper"), ("S", 1.0, "paper"), ("S+C", 0.05, "paper"), ("S+C*", 0.05, "paper"),
+                    ("S+C", 0.05, "mean-softmax")}
     assert {p.budget for p in points} == {"equal"}  # the same optimizer steps for every trial
-    assert {p.seed for p in points} == {1, 2} and len(points) == 8 == len(set(points))
+    assert {p.seed for p in points} == {1, 2} and len(points) == 10 == len(set(points))
     assert PRESETS["quick"].epochs >= 12  # S at 100% within 4.2 points of a run four times longer (docs/benchmarks.md)
 
 

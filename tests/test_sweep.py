@@ -44,7 +44,7 @@ def _command(tmp_path, tiny_root, *extra, name="t", hooks=()):
     script = [str(ROOT / "benchmarks" / "hooked_sweep.py"), *hooks, "--"] if hooks else [
         str(ROOT / "sweeps" / "full_grid.py")]
     return [sys.executable, *script, "--preset", "smoke", "--data-root", str(tiny_root), "--results",
-            str(tmp_path / "results"), "--storage", str(tmp_path / "tune"), "--name", name, "--num-cpus", "2", *extra]
+            str(tmp_path / "results"), "--name", name, "--num-cpus", "2", *extra]
 
 
 def _sweep(tmp_path, tiny_root, *extra, env=None, name="t", hooks=(), expect=0):
@@ -110,7 +110,8 @@ def test_smoke_sweep_rerun_growth_and_identity(tmp_path, tiny_root):
     assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
     assert (tmp_path / "results" / "analysis" / "index.md").is_file()
     # finished trials leave no checkpoint behind: MLflow holds their results
-    assert list((tmp_path / "tune" / "t" / "trials").iterdir()) == []
+    # no --storage: the sweep's storage is inside --results, and a finished trial leaves no files there
+    assert list((tmp_path / "results" / "tune" / "t" / "trials").iterdir()) == []
 
     # a sweep trial's logged model predicts a slide by its MLflow run id alone
     predicted = subprocess.run(
@@ -171,7 +172,7 @@ def test_failing_trial_is_retried_from_its_checkpoint(tmp_path, tiny_root):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_macro_f1")] == [1, 2]
     assert [line.split(" ")[1] for line in ledger.read_text().splitlines()] == ["1", "2"], "the retry started over"
-    results = _tune_results(next((tmp_path / "tune" / "faulty").glob("tune-1/*/result.json")))
+    results = _tune_results(next((tmp_path / "results" / "tune" / "faulty").glob("tune-1/*/result.json")))
     assert [r["start_epoch"] for r in results if r.get("final")] == [1.0]
 
 

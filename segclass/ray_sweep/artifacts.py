@@ -10,10 +10,13 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from segclass.data.arrays import EvalImage
 
 #: Predicted masks are stored at most this large (nearest downsampling).
 MAX_MASK_SIDE = 512
@@ -67,9 +70,14 @@ def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str
     return buffer.getvalue()
 
 
-def trial_artifacts(report: dict[str, Any], checkpoint_path: Path, test_images) -> dict[str, bytes]:
-    """Files for the trial's MLflow run: model, confusion matrices, sample predicted masks."""
-    from segclass.evaluation import predict_eval_image
+def trial_artifacts(report: dict[str, Any], checkpoint_path: Path,
+                    samples: Sequence[tuple["EvalImage", np.ndarray]]) -> dict[str, bytes]:
+    """Files for the trial's MLflow run: model, confusion matrices, sample predicted masks.
+
+    `samples` are (test image, predicted mask) pairs the trial's test evaluation
+    made with the last-epoch weights (the first MAX_SAMPLES are kept), so the
+    masks shown are the ones the test_ metrics scored, predicted once.
+    """
     from segclass.model_file import export_model, load_model
 
     names = report["class_names"]
@@ -79,9 +87,7 @@ def trial_artifacts(report: dict[str, Any], checkpoint_path: Path, test_images) 
         if key in report:
             files[f"{key}.json"] = json.dumps({"class_names": names, "matrix": report[key]}).encode()
             files[f"{key}.png"] = confusion_figure(report[key], names, title)
-    for item in list(test_images)[:MAX_SAMPLES]:
-        prediction, _ = predict_eval_image(trained.model, item, trained.num_classes, report["patch_size"],
-                                           report["eval_stride"])
+    for item, prediction in list(samples)[:MAX_SAMPLES]:
         files[f"masks/{item.name}_pred.png"] = _png(_shrink(prediction, nearest=True), len(names))
         files[f"masks/{item.name}_truth.png"] = _png(_shrink(item.mask, nearest=True), len(names))
         files[f"masks/{item.name}_image.png"] = _png(_shrink(item.rgb, nearest=False))

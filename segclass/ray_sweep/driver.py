@@ -42,7 +42,7 @@ class SweepOptions:
     name: str = "segclass"
     data_root: str | None = None
     address: str | None = None  # None: a private local Ray on 127.0.0.1; "auto" or HOST:PORT: join that cluster
-    storage: str = "results/tune"
+    storage: str | None = None  # None: RESULTS/tune, so one --results folder holds the whole sweep
     mlflow_uri: str | None = None
     results: str = "results"
     gpus_per_trial: float | None = None  # None: 0.25 when the cluster has GPUs, else 0
@@ -126,7 +126,7 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
                                           .to_dict(), weights.sha256, fingerprint) for p in points}
     settings = next(iter(identities.values())).settings_dict
 
-    sweep_folder = Storage(options.storage).child(options.name)
+    sweep_folder = Storage(options.storage or str(Path(options.results) / "tune")).child(options.name)
     with DriverLock(sweep_folder, options.name):
         check_sweep(sweep_folder, options.name, preset.dataset, fingerprint, settings, [p.key for p in points],
                     grow=options.grow, resume=options.resume)

@@ -48,7 +48,7 @@ def run_trial(config: dict[str, Any], data: Any = None, identities: dict[str, st
     from ray import tune
 
     from segclass.checkpoint import FILENAME, is_best_file
-    from segclass.ray_sweep.artifacts import trial_artifacts
+    from segclass.ray_sweep.artifacts import MAX_SAMPLES, trial_artifacts
     from segclass.training_loop import train
 
     started = time.time()
@@ -86,6 +86,11 @@ def run_trial(config: dict[str, Any], data: Any = None, identities: dict[str, st
                     if name == FILENAME or is_best_file(name):
                         (run_dir / name).write_bytes(store.read_bytes(name))
             uploaded: set[str] = set()
+            samples: list = []  # (test image, predicted mask) for the run's sample masks
+
+            def keep_sample(item, mask) -> None:
+                if len(samples) < MAX_SAMPLES:
+                    samples.append((item, mask))
 
             def on_epoch(metrics: dict[str, Any]) -> None:
                 if metrics.get("checkpointed") and store.fs is not None:
@@ -96,10 +101,10 @@ def run_trial(config: dict[str, Any], data: Any = None, identities: dict[str, st
 
             report = train(train_config, data, run_dir, on_epoch=on_epoch, device=device,
                            checkpoint_every=int(config.get("checkpoint_every", 1)),
-                           pretrained_state=pretrained_state, on_resume=replay)
+                           pretrained_state=pretrained_state, on_resume=replay, on_test_prediction=keep_sample)
             report.update(data_fingerprint=config.get("data_fingerprint", ""), identity=digest,
                           pretrained_sha256=config.get("pretrained_sha256", ""))
-            files = trial_artifacts(report, run_dir / FILENAME, data.test)
+            files = trial_artifacts(report, run_dir / FILENAME, samples)
             store.delete("final")
             for name, payload in files.items():
                 store.write_bytes(f"final/{name}", payload)
