@@ -51,6 +51,7 @@ from segclass.evaluation import evaluate_images
 from segclass.losses import weighted_pixel_loss
 from segclass.model import ClassificationHead, MaxPoolClassificationHead, ModelOutput, SegClassNet, build_model
 from segclass.subsets import select_trial_patches
+from segclass.schema import RESULT_VERSION
 from segclass.batches import TrialBatches
 from segclass.training_loop import classification_terms, iterations_per_epoch, train_one_epoch, trial_class_weights
 
@@ -248,7 +249,7 @@ def run_arm(arm: Arm, seed: int, epochs: int, data: DatasetArrays, grad_epochs: 
         log.info("%s seed %d epoch %d: seg %.3f cls %.3f val macro F1 %.3f", arm.name, seed, epoch + 1,
                  metrics["train_loss_seg"], metrics["train_loss_cls"], val["val_macro_f1"])
     report: dict[str, Any] = {
-        "arm": asdict(arm), "seed": seed, "epochs": epochs, "config": config.to_dict(),
+        "arm": asdict(arm), "seed": seed, "epochs": epochs, "config": config.to_dict(), "result_version": RESULT_VERSION,
         "n_seg_patches": int(len(trial.seg)), "n_cls_patches": int(len(trial.cls)),
         "iterations_per_epoch": iterations, "history": history,
         "val_macro_f1": history[-1]["val_macro_f1"], "val_paper_micro_f1": history[-1]["val_paper_micro_f1"],
@@ -360,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         key = f"{arm.name}|seed={seed}|epochs={args.epochs}|val_stride={args.val_stride}".replace(" ", "_").replace("/", "-")
         path = cache / f"{key}.json"
         report = json.loads(path.read_text()) if path.exists() else None
-        if report is None or report["arm"] != asdict(arm) or (with_test and "test_macro_f1" not in report):
+        if (report is None or report["arm"] != asdict(arm) or report.get("result_version") != RESULT_VERSION
+                or (with_test and "test_macro_f1" not in report)):  # other arm, older evaluation or no test
             report = run_arm(arm, seed, args.epochs, data, set(args.grad_epochs), with_test, args.val_stride)
             path.write_text(json.dumps(report))
             source = "trained"

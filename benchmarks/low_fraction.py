@@ -67,6 +67,14 @@ def arms(fractions: list[float], variants: list[str]) -> list[tuple[str, str, fl
     return out
 
 
+def run_settings(args: argparse.Namespace) -> dict:
+    """What a stored result must match to be reused or tabled: a result of other epochs, budget or
+    evaluation code (`RESULT_VERSION`) is trained again, never mixed in."""
+    from segclass.schema import RESULT_VERSION
+
+    return {"epochs": args.epochs, "budget": args.budget, "result_version": RESULT_VERSION}
+
+
 def run_dataset(name: str, args: argparse.Namespace) -> Path:
     """Train every missing arm of one dataset; return its results file."""
     import torch
@@ -81,7 +89,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> Path:
     data = load_dataset(adapter, root)
     out = Path(args.out) / f"low_fraction_{name}.json"
     done: dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
-    settings = {"epochs": args.epochs, "budget": args.budget}
+    settings = run_settings(args)
     started = time.perf_counter()
     for seed in args.seeds:
         for label, mode, s, variant in arms(args.fractions, args.variants):
@@ -161,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=min(args.workers, len(args.datasets))) as pool:
         files = dict(zip(args.datasets, pool.map(run_dataset, args.datasets, [args] * len(args.datasets))))
     for name, path in files.items():
-        results = {k: v for k, v in json.loads(path.read_text()).items()
-                   if v["settings"] == {"epochs": args.epochs, "budget": args.budget}}
+        results = {k: v for k, v in json.loads(path.read_text()).items() if v["settings"] == run_settings(args)}
         print(table(name, results, args) + "\n")
     print(f"wall time {time.perf_counter() - started:.0f}s")
     return 0

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from ray import tune
 
 from segclass.grid import GridPoint
+from segclass.subsets import patch_fractions
 
 
 def trial_name(trial) -> str:
@@ -25,6 +26,15 @@ def trial_name(trial) -> str:
 def trial_dirname(trial) -> str:
     """A trial's folder in the Tune experiment: its run name without spaces, plus Tune's id (unique)."""
     return f"{trial_name(trial).replace(' ', '_')}_{trial.trial_id}"
+
+
+def epoch_cost(trial) -> int:
+    """A trial's epoch in units of one batch per iteration: 2 when it trains on both patch kinds (an
+    iteration then runs a segmentation and a classification batch), else 1. Weights the time estimate,
+    so S+C trials waiting behind finished S trials do not make the rest look short."""
+    point = GridPoint.from_key(trial.config["key"])
+    seg, cls = patch_fractions(point.mode, point.seg_fraction, point.cls_fraction)
+    return max(1, int(seg > 0) + int(cls > 0))
 
 
 def _minutes(seconds: float) -> str:
@@ -41,6 +51,7 @@ class ProgressCallback(tune.Callback):
         self.started = time.monotonic()
         self.last_status = self.started
         self.done = 0
+        self.finished: set[str] = set()  # trial ids whose final result arrived (Tune may still say RUNNING)
         self.epoch_of: dict[str, int] = {}  # trial id -> last epoch reported
         self.val_of: dict[str, float] = {}  # trial id -> val macro F1 of its last validated epoch
         self.trial_started: dict[str, float] = {}
@@ -59,6 +70,7 @@ class ProgressCallback(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if result.get("final"):
             self.done += 1
+            self.finished.add(trial.trial_id)
             scores = ", ".join(f"{label} {result[key]:.3f}" for key, label in
                                (("test_macro_f1", "test macro F1"),
                                 ("test_paper_micro_f1", "paper-micro F1")) if key in result)
@@ -81,13 +93,16 @@ class ProgressCallback(tune.Callback):
         if now - self.last_status < self.every:
             return
         self.last_status = now
-        running = [t for t in trials if t.status == "RUNNING"]
-        waiting = sum(1 for t in trials if t.status == "PENDING")
+        running = [t for t in trials if t.status == "RUNNING" and t.trial_id not in self.finished]
+        waiting = sum(1 for t in trials if t.status == "PENDING" and t.trial_id not in self.finished)
         shown = ", ".join(f"{trial_name(t)} epoch {self.epoch_of.get(t.trial_id, 0)}/{self.epochs}"
                           + (f" val F1 {self.val_of[t.trial_id]:.2f}" if t.trial_id in self.val_of else "")
                           for t in running[:4])
         more = f" and {len(running) - 4} more" if len(running) > 4 else ""
-        epochs_done = self.done * self.epochs + sum(self.epoch_of.get(t.trial_id, 0) for t in running)
-        share = epochs_done / max(1, self.total * self.epochs)
+        # the share of the work done, in batch-epochs of the trials Tune knows (skipped ones are not among them)
+        work = sum(epoch_cost(t) * self.epochs for t in trials)
+        work_done = sum(epoch_cost(t) * (self.epochs if t.trial_id in self.finished else
+                                         self.epoch_of.get(t.trial_id, 0)) for t in trials)
+        share = work_done / max(1, work)
         left = f", about {_minutes((now - self.started) * (1 - share) / share)} left" if share > 0.05 else ""
         self._print(f"{self.done}/{self.total} done, {len(running)} running ({shown}{more}), {waiting} waiting{left}")
