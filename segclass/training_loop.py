@@ -46,6 +46,11 @@ _RESUMABLE_CHANGES = {"epochs"}
 # ---------------------------------------------------------------------------
 # small pure helpers
 # ---------------------------------------------------------------------------
+def patch_kinds(trial: TrialPatches) -> int:
+    """How many batches an iteration runs: one per kind of patch (segmentation, classification) the trial has."""
+    return int(len(trial.seg) > 0) + int(len(trial.cls) > 0)
+
+
 def iterations_per_epoch(config: TrainConfig, trial: TrialPatches, seg_total: int) -> int:
     """Iterations in one epoch under the trial's training budget (README "The sweep", budgets).
 
@@ -53,12 +58,18 @@ def iterations_per_epoch(config: TrainConfig, trial: TrialPatches, seg_total: in
     `equal`: ceil(N_dataset / (2 B)) for every trial of the dataset, so modes and
     fractions are compared at equal compute.
     """
-    kinds = int(len(trial.seg) > 0) + int(len(trial.cls) > 0)
+    kinds = patch_kinds(trial)
     if kinds == 0:
         return 0
     if config.budget == "paper":
         return math.ceil((len(trial.seg) + len(trial.cls)) / (config.batch_size * kinds))
     return math.ceil((seg_total + trial.cls_pool) / (2 * config.batch_size))
+
+
+def batches_per_epoch(config: TrainConfig, data: DatasetArrays) -> int:
+    """Forward-backward batches in one epoch of this trial: its share of a sweep's compute (the time estimate)."""
+    trial = select_trial_patches(config, data.seg_labels, data.cls_labels)
+    return iterations_per_epoch(config, trial, len(data.seg_labels)) * patch_kinds(trial)
 
 
 def trial_class_weights(config: TrainConfig, data: DatasetArrays, trial: TrialPatches) -> np.ndarray:

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="MLflow tracking URI; default: sqlite:///RESULTS/mlflow.db (one machine). On a cluster "
                              "use an MLflow tracking server (http://HOST:PORT), not SQLite on a shared disk")
     parser.add_argument("--results", default="results",
-                        help="folder for the default MLflow store and artifacts (default: results)")
+                        help="folder for the default MLflow store, its artifacts and the sweep's storage "
+                             "(RESULTS/tune unless --storage says otherwise) (default: results)")
     parser.add_argument("--name", default=None,
                         help="sweep name (default: PRESET-DATASET). Rerunning a name resumes it: trials with a "
                              "finished run are skipped, the others continue from their checkpoints. A name never "

@@ -150,7 +150,8 @@ def test_grid_flags_narrow_the_extra_arms_too():
     only_paper = expand(narrow(quick, variants=("paper",)))
     assert {p.variant for p in only_paper} == {"paper"} and (1.0 in {p.swept_fraction for p in only_paper})
     assert {p.budget for p in expand(narrow(quick, budgets=("paper",)))} == {"paper"}
-    assert {(p.mode, p.swept_fraction) for p in expand(narrow(quick, budgets=("paper",)))} == {("S", 0.05), ("S+C", 0.05)}
+    assert {(p.mode, p.swept_fraction) for p in expand(narrow(quick, budgets=("paper",)))} == {("S", 0.05), ("S+C", 0.05),
+                                                                                          ("S+C*", 0.05)}
     with pytest.raises(ConfigError, match="--fractions 200: s and c are percentages from 0 to 100"):
         narrow(quick, fractions=(2.0,))
     with pytest.raises(ConfigError, match="c is at most 50"):
@@ -169,7 +170,7 @@ def test_variants_flag_runs_our_variant_across_the_grid():
     spec.loader.exec_module(full_grid)
     args = full_grid.build_parser().parse_args(["--variants", "mean-softmax", "--fractions", "5", "100"])
     points = expand(narrow(get_preset("quick"), variants=tuple(args.variants), fractions=(0.05, 1.0)))
-    assert {p.variant for p in points} == {"mean-softmax"} and {p.mode for p in points} == {"S", "S+C"}
+    assert {p.variant for p in points} == {"mean-softmax"} and {p.mode for p in points} == {"S", "S+C", "S+C*"}
     assert all(p.key.endswith("|mean-softmax|equal") for p in points)
 
 
@@ -191,3 +192,19 @@ def test_storage_writes_are_atomic_and_listable(tmp_path):
     assert [p.name for p in (tmp_path / "s" / "trials" / "abc").iterdir()] == ["checkpoint.pt"]  # no temp left
     storage.delete("trials/abc")
     assert storage.list("trials") == [] and storage.read_json("missing.json") is None
+
+
+def test_sweep_storage_follows_results_and_points_to_checkpoints_the_earlier_default_left(tmp_path, monkeypatch,
+                                                                                         capsys):
+    from segclass.ray_sweep.driver import SweepOptions, sweep_storage
+
+    monkeypatch.chdir(tmp_path)
+    quick = get_preset("quick")
+    assert sweep_storage(SweepOptions(preset=quick, name="q", results="mine")) == str(Path("mine") / "tune")
+    assert sweep_storage(SweepOptions(preset=quick, name="q", results="mine", storage="s3://b/t")) == "s3://b/t"
+    assert capsys.readouterr().out == ""
+    (tmp_path / "results" / "tune" / "q").mkdir(parents=True)  # where a sweep with --results mine kept them before
+    assert sweep_storage(SweepOptions(preset=quick, name="q", results="mine")) == str(Path("mine") / "tune")
+    assert "add --storage results/tune to continue its unfinished trials" in capsys.readouterr().out
+    sweep_storage(SweepOptions(preset=quick, name="q"))  # the default --results: that folder is its storage
+    assert capsys.readouterr().out == ""

@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 
 def _rows(tmp_path: Path, name: str) -> list[dict]:
-    return [r for f in (tmp_path / "tune" / name).glob("tune-*/*/result.json") for r in _tune_results(f)]
+    return [r for f in (tmp_path / "results" / "tune" / name).glob("tune-*/*/result.json") for r in _tune_results(f)]
 
 
 def _finals(tmp_path: Path, name: str) -> list[dict]:

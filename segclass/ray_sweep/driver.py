@@ -59,6 +59,19 @@ class SweepOptions:
     verbose: bool = False  # Ray's and Tune's own console output (trial tables, result boxes) as well as ours
 
 
+def sweep_storage(options: SweepOptions) -> str:
+    """`--storage`, or RESULTS/tune; says where an earlier default left this sweep's checkpoints."""
+    if options.storage:
+        return options.storage
+    storage = Path(options.results) / "tune"
+    earlier = Path("results") / "tune" / options.name  # the default before it followed --results
+    if earlier.is_dir() and earlier.resolve() != (storage / options.name).resolve():
+        print(f"sweep {options.name}: {earlier} holds checkpoints of a sweep of this name (the storage default "
+              f"before it followed --results); add --storage results/tune to continue its unfinished trials from "
+              f"them, or they start over under {storage}", flush=True)
+    return str(storage)
+
+
 @dataclass
 class SweepSummary:
     """What one driver run did, counted from MLflow after its writes were drained."""
@@ -126,7 +139,7 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
                                           .to_dict(), weights.sha256, fingerprint) for p in points}
     settings = next(iter(identities.values())).settings_dict
 
-    sweep_folder = Storage(options.storage or str(Path(options.results) / "tune")).child(options.name)
+    sweep_folder = Storage(sweep_storage(options)).child(options.name)
     with DriverLock(sweep_folder, options.name):
         check_sweep(sweep_folder, options.name, preset.dataset, fingerprint, settings, [p.key for p in points],
                     grow=options.grow, resume=options.resume)
@@ -183,12 +196,15 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
     from segclass.data.shards import read_cache
     from segclass.ray_sweep.callback import MlflowCallback
     from segclass.ray_sweep.progress import ProgressCallback, trial_dirname, trial_name
+    from segclass.training_loop import batches_per_epoch
 
     start_ray(options)
     gpus = options.gpus_per_trial
     if gpus is None:
         gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     data = read_cache(cache)
+    batches = {p.key: batches_per_epoch(p.train_config(epochs=options.preset.epochs, batch_size=options.batch_size),
+                                        data) for p in todo}  # what each trial's epoch costs, for the time estimate
     digests = {key: identity.digest for key, identity in identities.items()}
     trial = tune.with_parameters(trainable, data=data, identities=digests, pretrained_state=weights.state,
                                  epoch_hook=epoch_hook)
@@ -216,7 +232,7 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
         # Tune's console is off unless asked for: ProgressCallback prints a line per trial and a status line
         run_config=tune.RunConfig(name=name, storage_path=sweep_folder.uri, verbose=2 if options.verbose else 0,
                                   callbacks=[callback, JsonLoggerCallback(),
-                                             ProgressCallback(len(todo), options.preset.epochs)],
+                                             ProgressCallback(batches, options.preset.epochs)],
                                   failure_config=tune.FailureConfig(max_failures=options.max_failures)),
     )
     tuner.fit()
