@@ -50,8 +50,8 @@ from segclass.data.arrays import DatasetArrays
 from segclass.evaluation import evaluate_images
 from segclass.losses import weighted_pixel_loss
 from segclass.model import ClassificationHead, MaxPoolClassificationHead, ModelOutput, SegClassNet, build_model
-from segclass.subsets import select_trial_patches
 from segclass.schema import RESULT_VERSION
+from segclass.subsets import select_trial_patches
 from segclass.batches import TrialBatches
 from segclass.training_loop import classification_terms, iterations_per_epoch, train_one_epoch, trial_class_weights
 

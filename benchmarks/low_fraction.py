@@ -67,7 +67,7 @@ def arms(fractions: list[float], variants: list[str]) -> list[tuple[str, str, fl
     return out
 
 
-def run_settings(args: argparse.Namespace) -> dict:
+def run_settings(args: argparse.Namespace) -> dict[str, int | str]:
     """What a stored result must match to be reused or tabled: a result of other epochs, budget or
     evaluation code (`RESULT_VERSION`) is trained again, never mixed in."""
     from segclass.schema import RESULT_VERSION

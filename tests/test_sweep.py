@@ -96,6 +96,8 @@ def test_smoke_sweep_rerun_growth_and_identity(tmp_path, tiny_root):
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "report.json", "masks", "model.pt"} <= artifacts
+        masks = {a.path for a in client.list_artifacts(run.info.run_id, "masks")}
+        assert any(path.endswith("_pred.png") for path in masks), masks  # from the trial's own test pass
     assert "mlflow ui --backend-store-uri" in out and "analysis/report.py" in out
     assert "segclass.predict --checkpoint" in out
     assert f"{len(planned)} ran to the end now, 0 skipped" in out

@@ -71,7 +71,7 @@ def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str
 
 
 def trial_artifacts(report: dict[str, Any], checkpoint_path: Path,
-                    samples: Sequence[tuple["EvalImage", np.ndarray]]) -> dict[str, bytes]:
+                    samples: Sequence[tuple[EvalImage, np.ndarray]]) -> dict[str, bytes]:
     """Files for the trial's MLflow run: model, confusion matrices, sample predicted masks.
 
     `samples` are (test image, predicted mask) pairs the trial's test evaluation

@@ -86,7 +86,7 @@ def run_trial(config: dict[str, Any], data: Any = None, identities: dict[str, st
                     if name == FILENAME or is_best_file(name):
                         (run_dir / name).write_bytes(store.read_bytes(name))
             uploaded: set[str] = set()
-            samples: list = []  # (test image, predicted mask) for the run's sample masks
+            samples: list[tuple[Any, Any]] = []  # (test image, predicted mask) for the run's sample masks
 
             def keep_sample(item, mask) -> None:
                 if len(samples) < MAX_SAMPLES:
