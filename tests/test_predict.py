@@ -140,8 +140,14 @@ def test_tissue_found_on_a_thumbnail_when_the_image_is_large(checkpoint, slide, 
     assert glass.any() and not mask[glass].any()
 
 
-def test_slim_model_from_an_mlflow_run(checkpoint, slide, tmp_path, capsys):
+def test_slim_model_from_an_mlflow_run(checkpoint, slide, tmp_path, capsys, monkeypatch):
+    import tempfile
+
     import mlflow
+
+    downloads = tmp_path / "tmp"
+    downloads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads))  # where the run's model.pt is downloaded to
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
@@ -156,7 +162,10 @@ def test_slim_model_from_an_mlflow_run(checkpoint, slide, tmp_path, capsys):
         out = tmp_path / spec.replace("/", "_").replace(":", "")
         code, err = _run(capsys, slide, "--checkpoint", spec, "--tracking-uri", uri, "--out", out)
         assert code == 0, err
-        assert json.loads((out / "slide_03.json").read_text())["class_names"][3] == "invasive"
+        record = json.loads((out / "slide_03.json").read_text())
+        assert record["class_names"][3] == "invasive"
+        assert record["checkpoint"] == f"runs:/{run.info.run_id}/model.pt in {uri}"  # which model, not a temp file
+        assert list(downloads.iterdir()) == []  # the download is removed once the model is loaded
     direct = tmp_path / "direct"
     assert _run(capsys, slide, "--checkpoint", checkpoint, "--out", direct)[0] == 0
     assert np.array_equal(np.asarray(Image.open(out / "slide_03_mask.png")),

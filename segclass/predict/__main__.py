@@ -10,7 +10,9 @@ still predicted).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(message)s", stream=sys.stderr)
     from segclass.predict.run import PredictOptions, predict_many
-    from segclass.predict.source import resolve_checkpoint
+    from segclass.predict.source import checkpoint_file
     from segclass.predict.truth import find_truth
     from segclass.model_file import load_model
 
@@ -102,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {device_problem}", file=sys.stderr)
         return 2
     try:
-        trained = load_model(resolve_checkpoint(args.checkpoint, args.tracking_uri), args.weights)
+        if args.quiet:  # MLflow's download progress bar too
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        with checkpoint_file(args.checkpoint, args.tracking_uri) as (path, origin):
+            trained = dataclasses.replace(load_model(path, args.weights), source=origin)
     except SegclassError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from segclass.errors import CheckpointError
 
@@ -19,25 +22,38 @@ MODEL_FILES = ("model.pt", "checkpoint.pt")
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def resolve_checkpoint(spec: str, tracking_uri: str | None = None) -> Path:
-    """A local file holding the model that `spec` names (MLflow artifacts are downloaded)."""
+@contextmanager
+def checkpoint_file(spec: str, tracking_uri: str | None = None) -> Iterator[tuple[Path, str]]:
+    """(a local file holding the model that `spec` names, where it came from), for the `with` block.
+
+    An MLflow artifact is downloaded into a temporary folder that is removed
+    when the block ends (load the model inside it); its origin reads
+    `runs:/<run id>/model.pt in <tracking URI>`, which predictions record.
+    """
     path = Path(spec)
     if path.is_dir():
         for name in MODEL_FILES:
             if (path / name).is_file():
-                return path / name
+                yield path / name, str(path / name)
+                return
         raise CheckpointError(f"folder {path} holds neither {' nor '.join(MODEL_FILES)}")
     if path.is_file():
-        return path
+        yield path, str(path)
+        return
     if spec.startswith("runs:/") or _RUN_ID.fullmatch(spec):
-        return _download(spec if spec.startswith("runs:/") else f"runs:/{spec}", tracking_uri)
+        folder = tempfile.mkdtemp(prefix="segclass-model-")
+        try:
+            yield _download(spec if spec.startswith("runs:/") else f"runs:/{spec}", tracking_uri, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
     raise CheckpointError(
         f"checkpoint {spec} is neither a file, a folder, an MLflow run id nor a runs:/ URI; pass the trial's "
         "model.pt or checkpoint.pt, or the run id shown in the MLflow UI"
     )
 
 
-def _download(uri: str, tracking_uri: str | None) -> Path:
+def _download(uri: str, tracking_uri: str | None, folder: str) -> tuple[Path, str]:
     import mlflow
     from mlflow.artifacts import download_artifacts
 
@@ -49,11 +65,11 @@ def _download(uri: str, tracking_uri: str | None) -> Path:
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path("results"))
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        local = Path(download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="segclass-model-")))
+        local = Path(download_artifacts(artifact_uri=uri, dst_path=folder))
     except Exception as exc:  # MLflow raises several unrelated types for a missing run or artifact
         raise CheckpointError(
             f"cannot fetch {uri} from the MLflow store {tracking_uri}: {exc}; check the run id (MLflow UI) and "
             "--tracking-uri; runs logged before model.pt existed need --checkpoint <trial folder>/checkpoint.pt"
         ) from exc
-    return local
+    return local, f"{uri} in {tracking_uri}"
 
