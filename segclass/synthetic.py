@@ -46,6 +46,7 @@ from PIL import Image
 from scipy import ndimage
 
 from segclass.errors import DatasetError
+from segclass.files import make_shareable
 from segclass.slide import write_pyramidal_tiff
 
 log = logging.getLogger(__name__)
@@ -359,6 +360,7 @@ def generate(root: str | Path, config: SyntheticConfig = SyntheticConfig()) -> P
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    make_shareable(staging)
     try:
         files = _generate_into(staging, config)
         (staging / "synthetic.json").write_text(

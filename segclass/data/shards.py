@@ -35,6 +35,7 @@ import numpy as np
 import segclass
 from segclass.data.arrays import DatasetArrays, EvalImage
 from segclass.errors import DatasetError
+from segclass.files import make_shareable
 from segclass.preprocess.foreground import Foreground
 
 #: 2: manifest records the preprocessing (stain reference) models need.
@@ -69,6 +70,7 @@ def write_cache(arrays: DatasetArrays, out_dir: str | Path, build_params: dict[s
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    make_shareable(staging)
     try:
         files: list[dict[str, Any]] = []
         kinds = (("seg", arrays.seg_images, arrays.seg_masks, arrays.seg_labels, arrays.seg_sources, arrays.seg_coords),
