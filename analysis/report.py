@@ -18,7 +18,7 @@ def main(argv=None) -> int:
 
     def body() -> int:
         report = build_report(options(args))
-        print(f"{report.runs} runs -> {len(report.files)} files; open {report.index}")
+        print(f"{report.runs} run{'s' if report.runs != 1 else ''} -> {len(report.files)} files; open {report.index}")
         return 0
 
     return run(body)

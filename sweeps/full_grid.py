@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
     except SegclassError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{summary.planned} grid points: {len(summary.ran)} ran to the end now, {len(summary.skipped)} skipped "
+    print(f"\n{summary.planned} grid point{'s' if summary.planned != 1 else ''}: {len(summary.ran)} ran to the end now, {len(summary.skipped)} skipped "
           f"(finished before), {len(summary.failed)} failed or unfinished")
     for key in summary.failed:
         print(f"  not finished: {key}")

@@ -266,6 +266,10 @@ def test_runs_of_different_settings_never_share_a_cell(tmp_path):
     assert list(load_runs(uri, epochs=100)["test_macro_f1"]) == [0.7]
     settings = str(error.value).split("--settings ")[2][:8]
     assert len(load_runs(uri, settings=settings)) == 1
+    from segclass.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"matches --sweep nosuch; it holds sweeps .* on datasets synthetic"):
+        load_runs(uri, sweep="nosuch")  # a typo in a filter is an error, not an empty report
 
 
 def test_an_identity_trained_twice_counts_once(tmp_path):

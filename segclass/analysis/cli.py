@@ -27,8 +27,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     result.add_argument("--settings", default=None,
                         help="only runs with these training settings (the segclass.settings tag, or its start; "
                              "the error for mixed settings lists them)")
-    result.add_argument("--seeds", type=int, default=None,
-                        help="seeds planned per cell; cells with fewer show their count (default: seeds found)")
+    result.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="how many seeds each cell was planned with (a count, e.g. 5, not a list); cells with "
+                             "fewer show their count (default: the most seeds found in a cell)")
     result.add_argument("--with-paper", action="store_true",
                         help="draw and compare the paper's own numbers where the dataset is one of the paper's")
     return result

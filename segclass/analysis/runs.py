@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from segclass.errors import TrackingStoreError
+from segclass.errors import ConfigError, TrackingStoreError
 from segclass.grid import GridPoint
 from segclass.schema import (FINAL_PREFIX, IDENTITY_TAG, IMAGENET_INIT, KEY_TAG, RANDOM_INIT, SETTINGS_TAG, SWEEP_TAG,
                              check_run_is_current, identity_columns, iter_runs)
@@ -40,6 +40,7 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
     if experiment:
         experiments = [e for e in experiments if e.name == experiment]
     records, run_settings = [], {}
+    available: set[tuple[str, str]] = set()  # (sweep, dataset) of every finished segclass run, for the error below
     for exp in experiments:
         for run in iter_runs(client, exp.experiment_id, "attributes.status = 'FINISHED'"):
             tags = run.data.tags
@@ -48,6 +49,7 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
             check_run_is_current(tags, tracking_uri)
             point = GridPoint.from_key(tags[KEY_TAG])
             params = run.data.params
+            available.add((tags.get(SWEEP_TAG, ""), point.dataset))
             if dataset and point.dataset != dataset or sweep and tags.get(SWEEP_TAG) != sweep:
                 continue
             if settings and not tags.get(SETTINGS_TAG, "").startswith(settings):
@@ -66,6 +68,14 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
             record.update({f"{PARAM_PREFIX}{k}": v for k, v in params.items()})
             records.append(record)
             run_settings.setdefault((point.dataset, tags[SETTINGS_TAG]), identity_columns(params))
+    if not records and available:  # the store has runs, the filters matched none: a typo, not an empty report
+        asked = ", ".join(f"{flag} {value}" for flag, value in (("--sweep", sweep), ("--dataset", dataset),
+                                                                 ("--experiment", experiment),
+                                                                 ("--settings", settings), ("--epochs", epochs))
+                          if value is not None)
+        raise ConfigError(f"no finished run in {tracking_uri} matches {asked}; it holds sweeps "
+                          f"{', '.join(sorted({s or '(unnamed)' for s, _ in available}))} on datasets "
+                          f"{', '.join(sorted({d for _, d in available}))}")
     frame = pd.DataFrame.from_records(records, columns=None if records else RUN_COLUMNS)
     param_columns = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX))  # last; the rest as before
     frame = frame[[c for c in frame.columns if not c.startswith(PARAM_PREFIX)] + param_columns]

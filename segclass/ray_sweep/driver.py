@@ -165,7 +165,7 @@ def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str,
         for digest in finished & set(sweep_folder.list("trials")):
             sweep_folder.delete(f"trials/{digest}")
     todo = [p for p in points if identities[p.key].digest not in finished]
-    print(f"sweep {options.name}: {len(points)} grid points, {len(summary.skipped)} already finished (skipped), "
+    print(f"sweep {options.name}: {len(points)} grid point{'s' if len(points) != 1 else ''}, {len(summary.skipped)} already finished (skipped), "
           f"{len(todo)} to run", flush=True)
     if not todo:
         return summary
