@@ -103,7 +103,8 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
             axis.grid(alpha=0.3)
             if axis.has_data():
                 axis.legend(fontsize=8)
-        title = f"{dataset}, budget {budget}: test F1 against s, mean ± std over {seeds} seed(s)"
+        spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "1 seed, no spread"
+        title = f"{dataset}, budget {budget}: test F1 against s, {spread}"
         figure.suptitle(title + (f"\ninit: {inits[dataset]}" if inits and dataset in inits else ""))
         paths += save_figure(figure, stem.with_name(f"{stem.name}_{dataset}_{budget}"))
     return paths

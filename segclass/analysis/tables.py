@@ -38,6 +38,9 @@ def summarize(runs: pd.DataFrame, metric_columns: dict[str, str]) -> pd.DataFram
 
 
 def cell(mean: float, std: float, n: int, planned: int) -> str:
+    """`mean ± std`; one seed has no spread to show, so it reads `mean (n=1)`."""
+    if n == 1:
+        return f"{mean:.1f} (n=1)"
     text = f"{mean:.1f} ± {std:.1f}"
     return text if n >= planned else f"{text} (n={n})"
 
