@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "trial's identity (the file's content hash)")
     parser.add_argument("--verbose", action="store_true",
                         help="also print Ray's and Tune's own console output (Tune's trial table and result boxes, "
-                             "Ray's start-up lines, MLflow's info lines); by default only segclass's progress lines")
+                             "Ray's start-up lines, MLflow's info lines); by default segclass's progress lines and "
+                             "Ray's warnings (such as its token-authentication notice)")
     parser.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to offer (default: all)")
     parser.add_argument("--num-gpus", type=float, default=None,
                         help="local Ray only: logical GPUs to offer (default: detected)")
