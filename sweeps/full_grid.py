@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
         print(f"  not finished: {key}")
     for error in summary.tracking_errors:
         print(f"  MLflow write failed: {error}")
-    print(f"Tune experiments: {', '.join(summary.experiments) or '-'}")
+    print(f"Tune experiments: {', '.join(summary.experiments)}" if summary.experiments
+          else "Tune experiments: none started (nothing left to run)")
     print(f"MLflow runs: {summary.mlflow_uri}")
     if summary.mlflow_uri.startswith(("http://", "https://")):
         print(f"Compare trials in the MLflow UI: open {summary.mlflow_uri}")
