@@ -117,7 +117,7 @@ PRESETS: dict[str, Preset] = {
         name="quick",
         description="synthetic data at the equal budget (every trial 12 epochs of the same 12 iterations, so the "
                     "comparison is about data, not steps): S at s = 5 and 100%, S+C and S+C* at s = 5% with the "
-                    "paper's head, S+C at s = 5% with the mean-softmax head, 2 seeds, validated every 4th epoch; "
+                    "paper's head, S+C at s = 5% with the mean-softmax head, 2 seeds (10 trials), validated every 4th epoch; "
                     "random init (runs offline); 23 minutes from a fresh clone on a 2-core AMD EPYC without "
                     "GPU (setup excluded), 2 trials at a time: give more cores and it runs more at once",
         epochs=12, seg_modes=("S", "S+C", "S+C*"), seg_fractions=(0.05,), seeds=(1, 2), budgets=("equal",),
@@ -126,7 +126,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "smoke": Preset(
         name="smoke",
-        description="a handful of trials for 1 epoch, random init, for tests and a first try (a few minutes)",
+        description="4 trials (S and S+C at s = 25 and 100%, seed 1) of 1 epoch, random init, for tests and a "
+                    "first try (a few minutes)",
         epochs=1, seg_modes=("S", "S+C"), seg_fractions=(0.25, 1.0), seeds=(1,),
     ),
 }

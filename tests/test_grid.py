@@ -66,3 +66,11 @@ def test_analysis_and_data_cli_help():
 
     for module in (["-m", "segclass.data", "build", "--help"], ["-m", "segclass.data", "--help"]):
         subprocess.run([sys.executable, *module], capture_output=True, text=True, check=True)
+
+
+def test_preset_descriptions_name_their_true_trial_counts():
+    import re
+
+    for preset in PRESETS.values():  # --help shows these; a stale count misleads the first run
+        for count in re.findall(r"(\d+) trials", preset.description):
+            assert int(count) == len(preset.points()), (preset.name, count)
