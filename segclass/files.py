@@ -9,7 +9,15 @@ from typing import Callable
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)  # the only portable way to read it: set, then put back
+    """The process's umask, read without changing it where the OS allows (Linux): setting and restoring it
+    would, for a moment, give files other threads create (the sweep's MLflow writer) the wrong mode."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it: set, then put back
     os.umask(mask)
     return mask
 
