@@ -73,3 +73,22 @@ def test_epochs_a_resumed_trial_replays_are_not_work_of_this_run(clock):
     assert "left" not in out.getvalue().strip().splitlines()[-1]
     progress.on_trial_result(0, [resumed], resumed, {"epoch": 10, "start_epoch": 9.0})
     assert progress.share_done() == pytest.approx(2 / (2 + 10))  # its last epoch, of it plus the S trial's 10
+
+
+def test_a_retry_keeps_the_work_of_this_run_and_a_failed_trial_is_neither_waiting_nor_work_left(clock):
+    out = io.StringIO()
+    key, other = _key("S+C", 0.05), _key("S", 0.05)
+    progress = ProgressCallback({key: 2, other: 1}, epochs=10, every=0.0, out=out)
+    trial = _trial("t1", key, "RUNNING")
+    for epoch in range(1, 6):
+        progress.on_trial_result(0, [trial], trial, {"epoch": epoch, "start_epoch": 0.0})
+    share = progress.share_done()
+    assert share == pytest.approx(10 / 30)
+    for epoch in range(1, 5):  # Tune retries it; it replays its checkpoint of epoch 4
+        progress.on_trial_result(0, [trial], trial, {"epoch": epoch, "start_epoch": 4.0})
+    assert progress.share_done() == pytest.approx(8 / 30)  # epoch 5 is lost, epochs 1-4 still count
+    trial.status = "ERROR"
+    progress.on_trial_error(0, [trial], trial)
+    assert progress.share_done() == pytest.approx(8 / 18)  # its epochs 5-10 are no longer work left
+    progress.on_trial_result(0, [trial], _trial("t2", other, "RUNNING"), {"epoch": 0, "start_epoch": 0.0})
+    assert "0/2 done, 0 running, 1 waiting, 1 failed" in out.getvalue().strip().splitlines()[-1]

@@ -51,6 +51,7 @@ class ProgressCallback(tune.Callback):
         self.started = time.monotonic()
         self.last_status = self.started
         self.finished: set[str] = set()  # grid keys whose final result arrived (Tune may still say RUNNING)
+        self.failed: set[str] = set()  # grid keys that failed with no retries left
         self.epoch_of: dict[str, int] = {}  # grid key -> last epoch reported
         self.start_epoch_of: dict[str, int] = {}  # grid key -> the epoch its checkpoint held when this run began
         self.val_of: dict[str, float] = {}  # grid key -> val macro F1 of its last validated epoch
@@ -73,8 +74,8 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         key = trial.config["key"]
-        if "start_epoch" in result:
-            self.start_epoch_of[key] = int(result["start_epoch"])
+        if "start_epoch" in result:  # the first one: a retry's replay must not undo work trained in this run
+            self.start_epoch_of.setdefault(key, int(result["start_epoch"]))
         if result.get("final"):
             if key not in self.finished:  # a retried trial may send its final result again
                 self.finished.add(key)
@@ -90,6 +91,7 @@ class ProgressCallback(tune.Callback):
         self._status(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.failed.add(trial.config["key"])
         self._print(f"FAILED (no retries left): {trial_name(trial)}; the next run of this command resumes it")
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
@@ -101,9 +103,10 @@ class ProgressCallback(tune.Callback):
         for key, batches in self.batches.items():
             start = self.start_epoch_of.get(key, 0)
             reached = self.epochs if key in self.finished else self.epoch_of.get(key, start)
-            to_train += batches * (self.epochs - start)
+            end = reached if key in self.failed else self.epochs  # a failed trial trains no further this run
+            to_train += batches * max(0, end - start)
             trained += batches * max(0, reached - start)
-        return trained / to_train if to_train else 1.0
+        return trained / to_train if to_train else 0.0  # nothing to train: no estimate rather than "0 s left"
 
     def _status(self, trials) -> None:
         now = time.monotonic()
@@ -111,11 +114,15 @@ class ProgressCallback(tune.Callback):
             return
         self.last_status = now
         running = [t for t in trials if t.status == "RUNNING" and t.config["key"] not in self.finished]
-        waiting = self.total - self.done - len(running)  # pending in Tune, or not yet created by it
+        failed = len(self.failed - self.finished)
+        waiting = self.total - self.done - len(running) - failed  # pending in Tune, or not yet created by it
         shown = ", ".join(f"{trial_name(t)} epoch {self.epoch_of.get(t.config['key'], 0)}/{self.epochs}"
                           + (f" val F1 {self.val_of[t.config['key']]:.2f}" if t.config["key"] in self.val_of else "")
                           for t in running[:4])
         more = f" and {len(running) - 4} more" if len(running) > 4 else ""
         share = self.share_done()
         left = f", about {_minutes((now - self.started) * (1 - share) / share)} left" if share > 0.05 else ""
-        self._print(f"{self.done}/{self.total} done, {len(running)} running ({shown}{more}), {waiting} waiting{left}")
+        failures = f", {failed} failed" if failed else ""
+        listed = f" ({shown}{more})" if running else ""
+        self._print(f"{self.done}/{self.total} done, {len(running)} running{listed}, {waiting} waiting"
+                    f"{failures}{left}")
