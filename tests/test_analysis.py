@@ -270,6 +270,8 @@ def test_runs_of_different_settings_never_share_a_cell(tmp_path):
 
     with pytest.raises(ConfigError, match=r"matches --sweep nosuch; it holds sweeps .* on datasets synthetic"):
         load_runs(uri, sweep="nosuch")  # a typo in a filter is an error, not an empty report
+    with pytest.raises(ConfigError, match=r"has no experiment segclass-nosuch; it holds segclass-"):
+        load_runs(uri, experiment="segclass-nosuch")
 
 
 def test_an_identity_trained_twice_counts_once(tmp_path):

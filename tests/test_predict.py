@@ -174,6 +174,13 @@ def test_slim_model_from_an_mlflow_run(checkpoint, slide, tmp_path, capsys, monk
     code, err = _run(capsys, slide, "--checkpoint", empty.info.run_id, "--tracking-uri", uri, "--out", tmp_path)
     assert code == 2 and empty.info.run_id in err and "model.pt" in err
 
+    broken = client.create_run(experiment)  # a model.pt that does not load: the error names the run, not a temp file
+    (tmp_path / "model.pt").write_bytes(export_model(load_model(checkpoint))[:5000])
+    client.log_artifact(broken.info.run_id, str(tmp_path / "model.pt"))
+    code, err = _run(capsys, slide, "--checkpoint", broken.info.run_id, "--tracking-uri", uri, "--out", tmp_path)
+    assert code == 2 and f"runs:/{broken.info.run_id}/model.pt" in err and "segclass-model-" not in err, err
+    assert list(downloads.iterdir()) == []
+
 
 def test_bad_checkpoints_and_devices_stop_at_once(checkpoint, slide, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.pt"
@@ -264,3 +271,11 @@ def test_a_folder_of_inputs_with_a_folder_of_masks(checkpoint, tiny_root, tmp_pa
     empty.mkdir()
     code, err = _run(capsys, empty, "--checkpoint", checkpoint, "--out", tmp_path / "out")
     assert code == 2 and "no slides or images" in err
+
+
+def test_a_recorded_tracking_uri_keeps_no_credentials():
+    from segclass.predict.source import _without_credentials
+
+    assert _without_credentials("postgresql://user:secret@db:5432/mlflow") == "postgresql://db:5432/mlflow"
+    assert _without_credentials("http://me@head:5000") == "http://head:5000"
+    assert _without_credentials("sqlite:////tmp/a@b/mlflow.db") == "sqlite:////tmp/a@b/mlflow.db"

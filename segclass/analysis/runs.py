@@ -38,7 +38,10 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
     client = MlflowClient(tracking_uri=tracking_uri)
     experiments = [e for e in client.search_experiments() if e.name.startswith("segclass-")]
     if experiment:
+        names = sorted(e.name for e in experiments)
         experiments = [e for e in experiments if e.name == experiment]
+        if not experiments and names:
+            raise ConfigError(f"{tracking_uri} has no experiment {experiment}; it holds {', '.join(names)}")
     records, run_settings = [], {}
     available: set[tuple[str, str]] = set()  # (sweep, dataset) of every finished segclass run, for the error below
     for exp in experiments:

@@ -1,7 +1,8 @@
 """Raw tables as in the paper: Table D.5 (segmentation) and Table D.4 (classification).
 
 Cells are `mean ± std` over seeds in percent (std with ddof=0, as numpy's
-default); a cell with fewer seeds than planned shows its count, a grid point
+default); a cell with fewer seeds than planned shows its count, a cell of one
+seed reads `mean (n=1)` (no spread to show), a grid point
 without runs shows an empty mark. Columns are the grid's s (or c) values that
 any run has.
 """

@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.quiet:  # MLflow's download progress bar too
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         with checkpoint_file(args.checkpoint, args.tracking_uri) as (path, origin):
-            trained = dataclasses.replace(load_model(path, args.weights), source=origin)
+            try:
+                trained = dataclasses.replace(load_model(path, args.weights), source=origin)
+            except SegclassError as exc:  # name the model the user gave, not a download about to be removed
+                raise type(exc)(str(exc).replace(str(path), origin)) from exc
     except SegclassError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

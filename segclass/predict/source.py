@@ -71,5 +71,10 @@ def _download(uri: str, tracking_uri: str | None, folder: str) -> tuple[Path, st
             f"cannot fetch {uri} from the MLflow store {tracking_uri}: {exc}; check the run id (MLflow UI) and "
             "--tracking-uri; runs logged before model.pt existed need --checkpoint <trial folder>/checkpoint.pt"
         ) from exc
-    return local, f"{uri} in {tracking_uri}"
+    return local, f"{uri} in {_without_credentials(tracking_uri)}"
+
+
+def _without_credentials(uri: str) -> str:
+    """The tracking URI as predictions record it: `scheme://user:password@host` loses `user:password@`."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", uri)
 

@@ -65,7 +65,7 @@ def sweep_storage(options: SweepOptions) -> str:
         return options.storage
     storage = Path(options.results) / "tune"
     earlier = Path("results") / "tune" / options.name  # the default before it followed --results
-    if earlier.is_dir() and earlier.resolve() != (storage / options.name).resolve():
+    if earlier.is_dir() and not (storage / options.name).exists():  # once: before the sweep has a folder here
         print(f"sweep {options.name}: {earlier} holds checkpoints of a sweep of this name (the storage default "
               f"before it followed --results); add --storage results/tune to continue its unfinished trials from "
               f"them, or they start over under {storage}", flush=True)
