@@ -34,6 +34,12 @@ if TYPE_CHECKING:
     from segclass.ray_sweep.writer import TrackingWriter
 
 
+#: GPU share of a trial by default: 8 trials per GPU. Measured on one H200 (benchmarks/trial_cost.py, a
+#: BACH-sized trial): 0.35 GPU-seconds per trial-epoch at 8 per GPU against 0.61 at 4 and 1.79 at 1, each
+#: trial under 0.5 GiB of GPU memory (docs/benchmarks.md, "The cost of one trial").
+DEFAULT_GPUS_PER_TRIAL = 0.125
+
+
 @dataclass
 class SweepOptions:
     """Everything `sweeps/full_grid.py` can set; see its --help."""
@@ -45,7 +51,7 @@ class SweepOptions:
     storage: str | None = None  # None: RESULTS/tune, so one --results folder holds the whole sweep
     mlflow_uri: str | None = None
     results: str = "results"
-    gpus_per_trial: float | None = None  # None: 0.25 when the cluster has GPUs, else 0
+    gpus_per_trial: float | None = None  # None: DEFAULT_GPUS_PER_TRIAL when the cluster has GPUs, else 0
     cpus_per_trial: float = 1.0
     max_failures: int = 2
     checkpoint_every: int | None = None  # None: the preset's
@@ -201,7 +207,7 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
     start_ray(options)
     gpus = options.gpus_per_trial
     if gpus is None:
-        gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        gpus = DEFAULT_GPUS_PER_TRIAL if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     data = read_cache(cache)
     batches = {p.key: batches_per_epoch(p.train_config(epochs=options.preset.epochs, batch_size=options.batch_size),
                                         data) for p in todo}  # what each trial's epoch costs, for the time estimate
