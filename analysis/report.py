@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from segclass.analysis.cli import options, parser, run  # noqa: E402
 from segclass.analysis.report_builder import build_report  # noqa: E402
+from segclass.cli_help import counted  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -18,7 +19,7 @@ def main(argv=None) -> int:
 
     def body() -> int:
         report = build_report(options(args))
-        print(f"{report.runs} run{'s' if report.runs != 1 else ''} -> {len(report.files)} files; open {report.index}")
+        print(f"{counted(report.runs, 'run')} -> {len(report.files)} files; open {report.index}")
         return 0
 
     return run(body)

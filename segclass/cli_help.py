@@ -1,4 +1,4 @@
-"""One argparse help format for every command line of the project.
+"""One argparse help format for every command line of the project, and one way to count things in its output.
 
 Descriptions keep their line breaks (they hold example commands), and a flag's
 default is shown only when it says something: not when the help text already
@@ -19,3 +19,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 or action.option_strings == [] or isinstance(action, argparse._HelpAction)):
             return text
         return f"{text} (default: %(default)s)"
+
+
+def counted(number: int, noun: str) -> str:
+    """`1 run`, `2 runs`: a count as the console prints it."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"

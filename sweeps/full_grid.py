@@ -24,6 +24,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from segclass.cli_help import counted  # noqa: E402
 from segclass.config import BUDGETS, MODES, VARIANTS  # noqa: E402
 from segclass.grid import PRESETS, STUDIES, get_preset, narrow  # noqa: E402
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
     except SegclassError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{summary.planned} grid point{'s' if summary.planned != 1 else ''}: {len(summary.ran)} ran to the end now, {len(summary.skipped)} skipped "
+    print(f"\n{counted(summary.planned, 'grid point')}: {len(summary.ran)} ran to the end now, {len(summary.skipped)} skipped "
           f"(finished before), {len(summary.failed)} failed or unfinished")
     for key in summary.failed:
         print(f"  not finished: {key}")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from segclass.analysis.runs import artifact_path, init_labels
+from segclass.cli_help import counted
 
 
 def confusion_rows(runs: pd.DataFrame) -> list[dict]:
@@ -46,7 +47,7 @@ def write_confusion(rows: list[dict], out_dir: Path, paper: pd.DataFrame | None 
              "(S2+C2 at the largest c; matrices summed over seeds, rows = ground truth).", ""]
     for row in rows:
         lines.append(f"**{row['dataset']}** (variant {row['variant']}, budget {row['budget']}, c = {row['c']:g}%, "
-                     f"{row['seeds']} seed{'s' if row['seeds'] != 1 else ''}, init: {row['init']}): accuracy {row['accuracy']:.1f}%")
+                     f"{counted(row['seeds'], 'seed')}, init: {row['init']}): accuracy {row['accuracy']:.1f}%")
         if paper is not None and not paper.empty and row["dataset"] in set(paper["dataset"]):
             theirs = paper[paper["dataset"] == row["dataset"]].iloc[0]
             lines.append(f"(paper: {theirs['accuracy']}% on {theirs['images']} images, matrix {theirs['matrix']})")

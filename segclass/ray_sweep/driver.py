@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable
 
 import segclass
 from segclass.errors import ConfigError
+from segclass.cli_help import counted
 from segclass.grid import GridPoint, Preset, expand
 from segclass.schema import TrialIdentity, default_tracking_uri
 from segclass.ray_sweep.manifest import DriverLock, check_sweep
@@ -171,8 +172,8 @@ def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str,
         for digest in finished & set(sweep_folder.list("trials")):
             sweep_folder.delete(f"trials/{digest}")
     todo = [p for p in points if identities[p.key].digest not in finished]
-    print(f"sweep {options.name}: {len(points)} grid point{'s' if len(points) != 1 else ''}, {len(summary.skipped)} already finished (skipped), "
-          f"{len(todo)} to run", flush=True)
+    print(f"sweep {options.name}: {counted(len(points), 'grid point')}, {len(summary.skipped)} already finished "
+          f"(skipped), {len(todo)} to run", flush=True)
     if not todo:
         return summary
 
