@@ -44,6 +44,7 @@ def bach_sized_arrays(seed: int = 0):
     from dataclasses import replace
 
     from segclass.data.arrays import EvalImage
+    from segclass.evaluation import image_tissue
     from segclass.synthetic import random_appearance, render_tissue, slide_labels
 
     from gpu_throughput import render_arrays  # benchmarks/ is on sys.path when a script of it runs
@@ -55,8 +56,10 @@ def bach_sized_arrays(seed: int = 0):
     height, width = EVAL_SIZE[1], EVAL_SIZE[0]
     rgb = np.tile(tile, (math.ceil(height / 1280), math.ceil(width / 1280), 1))[:height, :width]
     mask = np.tile(labels, (math.ceil(height / 1280), math.ceil(width / 1280)))[:height, :width]
-    image = (EvalImage("bach_sized", np.ascontiguousarray(rgb), np.ascontiguousarray(mask)),)
-    return replace(arrays, val=image, test=image)
+    image = EvalImage("bach_sized", np.ascontiguousarray(rgb), np.ascontiguousarray(mask))
+    # the tissue is found once and recorded with the image, as the data build does for every evaluation image
+    image = replace(image, tissue=image_tissue(image))
+    return replace(arrays, val=(image,), test=(image,))
 
 
 def trial_config(epochs: int):

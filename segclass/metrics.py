@@ -41,10 +41,7 @@ class ConfusionMatrix:
         if valid is not None:
             keep = np.asarray(valid).ravel()
             target, prediction = target[keep], prediction[keep]
-        if target.size and (target.max() >= self.num_classes or prediction.max() >= self.num_classes):
-            raise ValueError(f"labels must be < num_classes={self.num_classes}")
-        index = target.astype(np.int64) * self.num_classes + prediction.astype(np.int64)
-        self.counts += np.bincount(index, minlength=self.num_classes**2).reshape(self.counts.shape)
+        self.counts += pair_counts(target, prediction, self.num_classes, 1).reshape(self.counts.shape)
 
     # -- derived quantities -------------------------------------------------
     @property
@@ -126,13 +123,34 @@ class PixelScores:
         self.all_pixels, self.tissue = ConfusionMatrix(self.num_classes), ConfusionMatrix(self.num_classes)
 
     def update(self, target: np.ndarray, prediction: np.ndarray, tissue: np.ndarray) -> None:
-        """Add one image: H x W class ids (truth, prediction) and its H x W bool tissue mask."""
-        self.all_pixels.update(target, prediction)
-        self.tissue.update(target, prediction, valid=tissue)
+        """Add one image (or a band of its rows): class ids (truth, prediction) and the bool tissue mask."""
+        counts = pair_counts(target, prediction, self.num_classes, 2, np.asarray(tissue))
+        counts = counts.reshape(2, self.num_classes, self.num_classes)
+        self.all_pixels.counts += counts[0] + counts[1]
+        self.tissue.counts += counts[1]
 
     def summary(self, class_names: list[str] | None = None, prefix: str = "") -> dict[str, Any]:
         return {**self.all_pixels.summary(class_names, prefix),
                 **self.tissue.summary(class_names, prefix + TISSUE_PREFIX)}
+
+
+def pair_counts(target: np.ndarray, prediction: np.ndarray, num_classes: int, groups: int,
+                group: np.ndarray | None = None) -> np.ndarray:
+    """Counts of (group, truth, prediction) triples, flat: one bincount over the smallest integer type that fits.
+
+    A validation image is ~10 million pixels every epoch: int64 pair indices
+    and a boolean selection per matrix cost several times the count itself.
+    """
+    target, prediction = np.asarray(target).ravel(), np.asarray(prediction).ravel()
+    if target.size and (target.max() >= num_classes or prediction.max() >= num_classes):
+        raise ValueError(f"labels must be < num_classes={num_classes}")
+    size = groups * num_classes * num_classes
+    dtype = np.uint8 if size <= 256 else np.uint16 if size <= 65536 else np.int64
+    index = target.astype(dtype) * dtype(num_classes)
+    index += prediction.astype(dtype, copy=False)
+    if group is not None:
+        index += group.ravel().astype(dtype) * dtype(num_classes * num_classes)
+    return np.bincount(index, minlength=size)
 
 
 def classification_summary(

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 import segclass
-from segclass.batches import TrialBatches
+from segclass.augment import AugmentDraws, draw_augmentation
+from segclass.batches import EpochDraws, TrialBatches
 from segclass.checkpoint import FILENAME, best_filename, is_best_file, load_best, load_checkpoint, save_checkpoint
 from segclass.compute import autocast, pick_device, place_model, uses_channels_last
 from segclass.config import ModelConfig, TrainConfig
@@ -145,6 +146,39 @@ def _epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch
     return np.random.default_rng([seed, epoch, 0]), torch_generator
 
 
+def draw_epoch(config: TrainConfig, trial: TrialPatches, iterations: int, epoch: int) -> EpochDraws:
+    """Every random choice of one epoch, in the order the iterations make them (see `segclass.batches`)."""
+    rng, generator = _epoch_generators(config.seed, epoch)
+    streams = [IndexCycler(rows, rng) if len(rows) else None for rows in (trial.seg, trial.cls)]
+    rows: list[list[np.ndarray]] = [[], []]
+    draws: list[list[AugmentDraws]] = [[], []]
+    for _ in range(iterations):
+        for kind, stream in enumerate(streams):  # segmentation, then classification, as the steps run
+            if stream is not None:
+                rows[kind].append(stream.take(config.batch_size))
+                if config.augment:
+                    draws[kind].append(draw_augmentation(config.batch_size, generator))
+    stacked = [np.stack(r) if r else None for r in rows]
+    augmented = [AugmentDraws.stack(d) if d else None for d in draws]
+    return EpochDraws(stacked[0], stacked[1], augmented[0], augmented[1])
+
+
+#: Loss terms an iteration records, in the order of a row of the epoch's record.
+LOSS_TERMS = ("loss", "loss_seg", "loss_cls", "loss_cls_pixel")
+
+
+def _check_finite(record: np.ndarray, epoch: int, present: list[str]) -> None:
+    """Raise on the first iteration whose loss was not finite (checked once an epoch: no wait per step)."""
+    bad = np.flatnonzero(~np.isfinite(record[:, 0]))
+    if len(bad):
+        row = record[bad[0]]
+        raise TrainingError(
+            f"loss became {row[0]} at epoch {epoch + 1}, iteration {bad[0] + 1} "
+            f"({', '.join(f'{k}={row[LOSS_TERMS.index(k)]:.4g}' for k in present)}); "
+            "lower --lr or check the input patches for corrupt values"
+        )
+
+
 # ---------------------------------------------------------------------------
 # one epoch of training
 # ---------------------------------------------------------------------------
@@ -152,43 +186,40 @@ def train_one_epoch(
     model: SegClassNet, optimizer: torch.optim.Optimizer, config: TrainConfig, batches: TrialBatches,
     trial: TrialPatches, weights: torch.Tensor, iterations: int, epoch: int, device: torch.device,
 ) -> dict[str, float]:
-    rng, generator = _epoch_generators(config.seed, epoch)
-    seg_stream = IndexCycler(trial.seg, rng) if len(trial.seg) else None
-    cls_stream = IndexCycler(trial.cls, rng) if len(trial.cls) else None
-    sums = {"loss": 0.0, "loss_seg": 0.0, "loss_cls": 0.0, "loss_cls_pixel": 0.0}
+    """One epoch of two-step iterations; the host waits for the device once, at the end.
+
+    Each iteration's loss terms go into a record on the device, read back and
+    checked for non-finite values when the epoch ends.
+    """
+    record = torch.zeros((iterations, len(LOSS_TERMS)), dtype=torch.float32, device=device)
+    present: list[str] = []
     images_seen = 0
     model.train()
-    for iteration in range(iterations):
+    for iteration, (seg_batch, cls_batch) in enumerate(batches.epoch(draw_epoch(config, trial, iterations, epoch))):
         terms: dict[str, torch.Tensor] = {}
-        if seg_stream is not None:  # step 1: pixel-labelled patches, no classification head
-            index = seg_stream.take(config.batch_size)
-            images, masks = batches.segmentation(index, generator)
+        if seg_batch is not None:  # step 1: pixel-labelled patches, no classification head
+            images, masks = seg_batch
             with autocast(device):
                 mask_logits = model.forward_masks(images)
             terms["loss_seg"] = weighted_pixel_loss(mask_logits.float(), masks, weights)
-            images_seen += len(index)
-        if cls_stream is not None:  # step 2: image-labelled patches through the segmentation path
-            index = cls_stream.take(config.batch_size)
-            images, labels = batches.classification(index, generator)
+            images_seen += len(images)
+        if cls_batch is not None:  # step 2: image-labelled patches through the segmentation path
+            images, labels = cls_batch
             with autocast(device):
                 output = model(images)
             terms.update(classification_terms(config, output.float(), labels, weights))
-            images_seen += len(index)
+            images_seen += len(images)
         loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"loss became {loss.item()} at epoch {epoch + 1}, iteration {iteration + 1} "
-                f"({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())}); "
-                "lower --lr or check the input patches for corrupt values"
-            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sums["loss"] += loss.item()
-        for key, value in terms.items():
-            sums[key] += value.item()
+        record[iteration] = torch.stack([loss.detach()] + [terms[k].detach() if k in terms else loss.new_zeros(())
+                                                           for k in LOSS_TERMS[1:]])
+        present = list(terms)
+    values = record.cpu().numpy()
+    _check_finite(values, epoch, present)
     count = max(1, iterations)
-    result = {f"train_{key}": value / count for key, value in sums.items()}
+    result = {f"train_{key}": sum(values[:, column].tolist()) / count for column, key in enumerate(LOSS_TERMS)}
     result["train_images"] = float(images_seen)
     return result
 

@@ -9,7 +9,9 @@ from segclass.compute import place_model
 from segclass.config import ModelConfig, TrainConfig
 from segclass.model import build_model
 from segclass.subsets import select_trial_patches
-from segclass.training_loop import _epoch_generators, iterations_per_epoch, train, train_one_epoch
+from segclass.augment import draw_augmentation, rotate90
+from segclass.training_loop import (IndexCycler, _epoch_generators, draw_epoch, iterations_per_epoch, train,
+                                    train_one_epoch)
 
 
 def _trial(data, mode="S+C"):
@@ -24,15 +26,39 @@ def test_resident_batches_are_the_host_batches(tiny_data):
     host = TrialBatches(tiny_data, trial, cpu, augmented=True, resident=False)
     resident = TrialBatches(tiny_data, trial, cpu, augmented=True, resident=True)
     assert resident.segmentation_patches.images.shape[0] == len(trial.seg)  # only the trial's own patches
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        seg_index = rng.choice(trial.seg, 4)
-        cls_index = rng.choice(trial.cls, 4)
-        a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-        for (x, y), (u, v) in ((host.segmentation(seg_index, a), resident.segmentation(seg_index, b)),
-                               (host.classification(cls_index, a), resident.classification(cls_index, b))):
+    draws = draw_epoch(config, trial, 3, epoch=0)
+    batches = list(zip(host.epoch(draws), resident.epoch(draws)))
+    assert len(batches) == 3
+    for host_batches, resident_batches in batches:
+        for (x, y), (u, v) in zip(host_batches, resident_batches):
             assert torch.equal(x, u) and torch.equal(y, v)
             assert x.dtype == torch.float32 and y.dtype == torch.int64
+
+
+def test_epoch_draws_are_those_of_the_iterations_in_order(tiny_data):
+    """Drawing an epoch up front takes the rows and augmentation each iteration took when it drew its own."""
+    config, trial = _trial(tiny_data)
+    draws = draw_epoch(config, trial, 4, epoch=1)
+    rng, generator = _epoch_generators(config.seed, 1)
+    seg, cls = IndexCycler(trial.seg, rng), IndexCycler(trial.cls, rng)
+    for i in range(4):
+        assert np.array_equal(draws.seg_rows[i], seg.take(config.batch_size))
+        expected = draw_augmentation(config.batch_size, generator)
+        assert torch.equal(draws.seg_augment.turns[i], expected.turns)
+        assert torch.equal(draws.seg_augment.factors[i], expected.factors)
+        assert np.array_equal(draws.cls_rows[i], cls.take(config.batch_size))
+        expected = draw_augmentation(config.batch_size, generator)
+        assert torch.equal(draws.cls_augment.factors[i], expected.factors)
+
+
+def test_rotation_by_gather_is_torch_rot90(tiny_data):
+    images = torch.from_numpy(tiny_data.seg_images[:8].copy())
+    masks = torch.from_numpy(tiny_data.seg_masks[:8].copy())
+    turns = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    rotated, rotated_masks = rotate90(images, masks, turns)
+    for i, k in enumerate(turns.tolist()):
+        assert torch.equal(rotated[i], torch.rot90(images[i], k, dims=(0, 1)))
+        assert torch.equal(rotated_masks[i], torch.rot90(masks[i], k, dims=(0, 1)))
 
 
 # S+C, s = 50%, 2 epochs, batch 4 on the tiny dataset, trained by the trainer before device-resident batches

@@ -48,3 +48,18 @@ def test_half_white_patch_fails_the_75_percent_rule():
     mask = foreground_mask(rgb)
     assert foreground_fraction(mask, 0, 0, 128) == pytest.approx(0.5, abs=0.02)
     assert foreground_fraction(mask, 0, 0, 128) < MIN_FOREGROUND
+
+
+@pytest.mark.parametrize("scale", [1 / 16, 0.3, 1.0])
+def test_tissue_rows_are_the_thumbnail_looked_up_by_nearest_neighbour(scale):
+    from segclass.preprocess.foreground import Foreground
+
+    mask = np.random.default_rng(1).random((13, 9)) < 0.5
+    foreground = Foreground(mask, scale)
+    top, bottom, width = 3, 70, 60  # reaches past the thumbnail both ways at scale 1
+    expected = np.zeros((bottom - top, width), bool)
+    for r in range(top, bottom):
+        for c in range(width):
+            y, x = int((r + 0.5) * scale), int((c + 0.5) * scale)
+            expected[r - top, c] = y < mask.shape[0] and x < mask.shape[1] and mask[y, x]
+    assert np.array_equal(foreground.rows(top, bottom, width), expected)

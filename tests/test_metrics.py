@@ -62,3 +62,17 @@ def test_summary_names_and_classification_summary():
     result = classification_summary(np.array([0, 1, 1]), np.array([0, 1, 0]), 2)
     assert result["cls_accuracy"] == pytest.approx(2 / 3)
     assert result["cls_confusion_matrix"] == [[1, 0], [1, 1]]
+
+
+@pytest.mark.parametrize("num_classes", [4, 12, 200])  # uint8, uint16 and int64 pair indices
+def test_pixel_scores_count_all_pixels_and_tissue_pixels(num_classes):
+    from segclass.metrics import PixelScores
+
+    rng = np.random.default_rng(num_classes)
+    target, prediction = rng.integers(0, num_classes, (2, 60, 70)).astype(np.uint8 if num_classes < 256 else int)
+    tissue = rng.random((60, 70)) < 0.4
+    scores = PixelScores(num_classes)
+    scores.update(target, prediction, tissue)
+    labels = range(num_classes)
+    assert np.array_equal(scores.all_pixels.counts, confusion_matrix(target.ravel(), prediction.ravel(), labels=labels))
+    assert np.array_equal(scores.tissue.counts, confusion_matrix(target[tissue], prediction[tissue], labels=labels))

