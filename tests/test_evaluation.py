@@ -103,3 +103,45 @@ def test_streamed_windows_average_like_the_definition(tiny_data, batch_size):
     mask, stats = predict_mask(model, MemoryRegions(rgb, Path("crop")), everywhere, 4, 128, 64, batch_size)
     assert stats.windows == stats.windows_total == 3 * 4
     assert np.array_equal(mask, _reference_average(model, rgb, 128, 64))
+
+
+@pytest.mark.parametrize("stride", [64, 48, 128, 200])
+def test_windows_of_one_overlap_group_never_overlap(stride):
+    from segclass.predict.sliding import overlap_groups
+
+    starts = np.array([(y, x) for y in window_starts(530, 128, stride) for x in window_starts(611, 128, stride)])
+    groups = overlap_groups(starts, 128, stride)
+    for group in np.unique(groups):
+        members = starts[groups == group]
+        for i in range(len(members)):
+            apart = np.abs(members[i + 1 :] - members[i]).max(axis=1)
+            assert (apart >= 128).all(), (stride, members[i])
+
+
+@pytest.mark.parametrize("stride,batch_size", [(64, 5), (48, 32), (64, 1)])
+def test_adds_by_overlap_group_give_the_same_bits_as_window_by_window(stride, batch_size):
+    """The CUDA way of adding a batch's logits (one indexed add per group), run on the CPU."""
+    from segclass.predict.sliding import _add_windows, _order_batches_by_group, overlap_groups
+
+    height, width, patch = 230, 300, 128  # flush last windows in both directions
+    windows = np.array([(y, x) for y in window_starts(height, patch, stride) for x in window_starts(width, patch, stride)])
+    groups = overlap_groups(windows, patch, stride)
+    order = _order_batches_by_group(windows, groups, batch_size)
+    windows, groups = windows[order], groups[order]
+    generator = torch.Generator().manual_seed(stride)
+    values = torch.randn(len(windows), patch, patch, 3, generator=generator) * torch.logspace(-3, 3, len(windows))[
+        :, None, None, None]  # magnitudes far apart: a different order of adds shows in the low bits
+    sums = {}
+    for batched in (False, True):
+        total = torch.zeros(height, width, 3)
+        for first in range(0, len(windows), batch_size):
+            part = slice(first, first + batch_size)
+            _add_windows(total, 0, windows[part], torch.from_numpy(windows[part]), groups[part], values[part], batched)
+        sums[batched] = total
+    assert torch.equal(sums[True], sums[False])
+    model = build_model(ModelConfig(num_classes=4)).eval()
+    rgb = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    everywhere = Foreground(np.ones((height, width), bool), 1.0)
+    masks = [predict_mask(model, MemoryRegions(rgb), everywhere, 4, patch, stride, batch_size, batched_adds=batched)[0]
+             for batched in (False, True)]
+    assert np.array_equal(*masks)
