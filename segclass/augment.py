@@ -31,9 +31,15 @@ def to_input(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.permute(0, 3, 1, 2).float().div_(255.0)
 
 
+@functools.lru_cache(maxsize=8)
+def _imagenet_statistics(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as 1 x 3 x 1 x 1 tensors on `device`, made once: a copy from host memory makes the host wait."""
+    return (torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1).to(device),
+            torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1).to(device))
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = _imagenet_statistics(images.device, images.dtype)
     return (images - mean) / std
 
 

@@ -24,7 +24,7 @@ either device, and a resumed trial replays what an uninterrupted one saw.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -67,13 +67,13 @@ class DevicePatches:
             self.images, self.targets = images, targets
         self.device = device
 
-    def locate(self, rows: np.ndarray) -> np.ndarray | torch.Tensor:
+    def locate(self, rows: np.ndarray) -> Located:
         """What `gather` takes for dataset `rows`: positions on the device (resident), else the rows themselves."""
         if self.resident:
             return torch.from_numpy(np.searchsorted(self.rows, rows)).to(self.device)
         return rows
 
-    def gather(self, located: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gather(self, located: Located) -> tuple[torch.Tensor, torch.Tensor]:
         """(N x H x W x 3 uint8 images, targets) of rows `located` by `locate`, on the device."""
         if self.resident:
             return self.images.index_select(0, located), self.targets.index_select(0, located)
@@ -83,6 +83,18 @@ class DevicePatches:
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+#: What `DevicePatches.gather` takes: positions on the device (resident patches) or dataset rows (host arrays).
+Located = np.ndarray | torch.Tensor
+
+
+class _KindOnDevice(NamedTuple):
+    """One kind's rows for a whole epoch, located for `gather`, and its augmentation draws, on the device."""
+
+    located: Located  # iterations x B
+    augment: AugmentDraws | None  # iterations x B, or None: not augmented
+
+    def at(self, iteration: int) -> tuple[Located, AugmentDraws | None]:
+        return self.located[iteration], None if self.augment is None else self.augment[iteration]
 
 
 class TrialBatches:
@@ -107,35 +119,32 @@ class TrialBatches:
         # otherwise the layout stays what the gather gave (NHWC bytes viewed as NCHW), as it always was
         return (images.contiguous(memory_format=torch.channels_last) if self.channels_last else images), masks
 
-    def segmentation(self, located, draws: AugmentDraws | None) -> Batch:
+    def segmentation(self, located: Located, draws: AugmentDraws | None) -> Batch:
         """(normalized images, long masks) of segmentation rows `located` (see `DevicePatches.locate`)."""
         images, masks = self.segmentation_patches.gather(located)
         images, masks = self._images(images, masks, draws)
         return images, masks.long()
 
-    def classification(self, located, draws: AugmentDraws | None) -> Batch:
+    def classification(self, located: Located, draws: AugmentDraws | None) -> Batch:
         """(normalized images, long labels) of classification rows `located`."""
         images, labels = self.classification_patches.gather(located)
         images, _ = self._images(images, None, draws)
         return images, labels.long()
 
     def _on_device(self, rows: np.ndarray | None, patches: DevicePatches,
-                   augment_draws: AugmentDraws | None) -> tuple[object, AugmentDraws | None] | None:
+                   augment_draws: AugmentDraws | None) -> _KindOnDevice | None:
         """An epoch's rows of one kind, located for `gather`, and its augmentation, on the device in one copy each."""
         if rows is None:
             return None
         located = patches.locate(rows.ravel())
         located = located.view(rows.shape) if isinstance(located, torch.Tensor) else located.reshape(rows.shape)
-        return located, augment_draws.to(self.device) if augment_draws is not None and self.augmented else None
+        return _KindOnDevice(located, augment_draws.to(self.device) if augment_draws is not None and self.augmented
+                             else None)
 
     def epoch(self, draws: EpochDraws) -> Iterator[tuple[Batch | None, Batch | None]]:
         """(segmentation batch, classification batch) per iteration; None for a kind the trial lacks."""
         seg = self._on_device(draws.seg_rows, self.segmentation_patches, draws.seg_augment)
         cls = self._on_device(draws.cls_rows, self.classification_patches, draws.cls_augment)
         for i in range(draws.iterations):
-            yield (self.segmentation(seg[0][i], _row(seg[1], i)) if seg else None,
-                   self.classification(cls[0][i], _row(cls[1], i)) if cls else None)
-
-
-def _row(draws: AugmentDraws | None, index: int) -> AugmentDraws | None:
-    return None if draws is None else draws[index]
+            yield (self.segmentation(*seg.at(i)) if seg else None,
+                   self.classification(*cls.at(i)) if cls else None)

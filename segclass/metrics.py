@@ -138,12 +138,14 @@ def pair_counts(target: np.ndarray, prediction: np.ndarray, num_classes: int, gr
                 group: np.ndarray | None = None) -> np.ndarray:
     """Counts of (group, truth, prediction) triples, flat: one bincount over the smallest integer type that fits.
 
-    A validation image is ~10 million pixels every epoch: int64 pair indices
-    and a boolean selection per matrix cost several times the count itself.
+    A validation image is ~10 million pixels every epoch: building int64 pair
+    indices and selecting the tissue pixels for a second matrix cost several
+    times the counting itself.
     """
     target, prediction = np.asarray(target).ravel(), np.asarray(prediction).ravel()
-    if target.size and (target.max() >= num_classes or prediction.max() >= num_classes):
-        raise ValueError(f"labels must be < num_classes={num_classes}")
+    for labels in (target, prediction):
+        if labels.size and (labels.max() >= num_classes or (labels.dtype.kind == "i" and labels.min() < 0)):
+            raise ValueError(f"labels must be in [0, num_classes={num_classes})")
     size = groups * num_classes * num_classes
     dtype = np.uint8 if size <= 256 else np.uint16 if size <= 65536 else np.int64
     index = target.astype(dtype) * dtype(num_classes)

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from segclass.augment import draw_augmentation, rotate90
 from segclass.batches import TrialBatches
 from segclass.compute import place_model
 from segclass.config import ModelConfig, TrainConfig
 from segclass.model import build_model
 from segclass.subsets import select_trial_patches
-from segclass.augment import draw_augmentation, rotate90
 from segclass.training_loop import (IndexCycler, _epoch_generators, draw_epoch, iterations_per_epoch, train,
                                     train_one_epoch)
 
@@ -48,6 +48,7 @@ def test_epoch_draws_are_those_of_the_iterations_in_order(tiny_data):
         assert torch.equal(draws.seg_augment.factors[i], expected.factors)
         assert np.array_equal(draws.cls_rows[i], cls.take(config.batch_size))
         expected = draw_augmentation(config.batch_size, generator)
+        assert torch.equal(draws.cls_augment.turns[i], expected.turns)
         assert torch.equal(draws.cls_augment.factors[i], expected.factors)
 
 

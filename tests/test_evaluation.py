@@ -124,19 +124,20 @@ def test_adds_by_overlap_group_give_the_same_bits_as_window_by_window(stride, ba
     from segclass.predict.sliding import _add_windows, _order_batches_by_group, overlap_groups
 
     height, width, patch = 230, 300, 128  # flush last windows in both directions
-    windows = np.array([(y, x) for y in window_starts(height, patch, stride) for x in window_starts(width, patch, stride)])
+    windows = np.array([(y, x) for y in window_starts(height, patch, stride)
+                        for x in window_starts(width, patch, stride)])
     groups = overlap_groups(windows, patch, stride)
     order = _order_batches_by_group(windows, groups, batch_size)
     windows, groups = windows[order], groups[order]
     generator = torch.Generator().manual_seed(stride)
-    values = torch.randn(len(windows), patch, patch, 3, generator=generator) * torch.logspace(-3, 3, len(windows))[
-        :, None, None, None]  # magnitudes far apart: a different order of adds shows in the low bits
+    scale = torch.logspace(-3, 3, len(windows))[:, None, None, None]  # far apart: another order shows in the bits
+    values = torch.randn(len(windows), patch, patch, 3, generator=generator) * scale
     sums = {}
     for batched in (False, True):
         total = torch.zeros(height, width, 3)
         for first in range(0, len(windows), batch_size):
             part = slice(first, first + batch_size)
-            _add_windows(total, 0, windows[part], torch.from_numpy(windows[part]), groups[part], values[part], batched)
+            _add_windows(total, 0, torch.from_numpy(windows[part]), groups[part] if batched else None, values[part])
         sums[batched] = total
     assert torch.equal(sums[True], sums[False])
     model = build_model(ModelConfig(num_classes=4)).eval()

@@ -52,6 +52,8 @@ def test_images_as_2d_and_valid_mask():
 def test_out_of_range_label_is_rejected():
     with pytest.raises(ValueError, match="num_classes"):
         ConfusionMatrix(2).update(np.array([2]), np.array([0]))
+    with pytest.raises(ValueError, match="num_classes"):  # would wrap around in the small index type
+        ConfusionMatrix(16).update(np.array([-1]), np.array([0]))
 
 
 def test_summary_names_and_classification_summary():

@@ -21,18 +21,22 @@ are cut from the band in one gather there (their coordinates went to the
 device once, with the image's window list), and only the finished rows'
 class ids come back to the host.
 
-Adding a batch's logits into the sums: windows are put in *overlap groups*
-(`overlap_groups`): with m = ceil(patch / stride), windows whose starts have
-the same residues (start / stride mod m) in both directions are at least a
-patch apart and never overlap; the flush last windows form groups of their
-own. Each batch is ordered by group, so on CUDA a group's windows are added
-with one indexed add (no element twice, so the add is exact and its order
-fixed) instead of one launch per window, and on the CPU, where an indexed add
-of that size measured 20-50x slower than slice adds (26-62 ms against 1.2 ms
-per batch of 32), window by window in the same order: the two give the same
-bits (tests/test_evaluation.py runs both on the CPU). An add over the whole
-batch at once would need atomic adds, which sum overlaps in a varying order,
-so evaluation and prediction of one image could disagree.
+Adding a batch's logits into the sums. On the CPU, window by window in
+row-major order, one slice add each (an indexed add of that size measured
+20-50x slower there: 26-62 ms against 1.2 ms per batch of 32). On CUDA a
+launch per window would be host work per window, so windows are put in
+*overlap groups* (`overlap_groups`): with m = ceil(patch / stride), windows
+whose starts have the same residues (start / stride mod m) in both
+directions are at least a patch apart and never overlap; the flush last
+windows form groups of their own. Each batch is ordered by group and each
+group is one `index_add_` in which no pixel occurs twice, so every element
+gets one exact float add and the order of adds is fixed. The group order
+differs from row-major order, so the CPU and CUDA add overlapping logits in
+a different order (they differ more than that anyway: CUDA runs the network
+in bf16); a test runs the grouped adds on the CPU and checks they give the
+bits of window-by-window adds in the same order. An add over the whole batch
+at once would sum overlaps in a varying order, so evaluation and prediction
+of one image could disagree.
 
 Only windows that touch the foreground are run through the network; pixels
 outside the foreground are class 0 (background folds into the first class, as
@@ -98,8 +102,7 @@ def overlap_groups(windows: np.ndarray, patch_size: int, stride: int) -> np.ndar
 
 def _order_batches_by_group(windows: np.ndarray, groups: np.ndarray, batch_size: int) -> np.ndarray:
     """Positions that sort each batch of `batch_size` windows by group, keeping row-major order within a group."""
-    return np.concatenate([first + np.argsort(groups[first : first + batch_size], kind="stable")
-                           for first in range(0, len(windows), batch_size)] or [np.zeros(0, np.int64)])
+    return np.lexsort((groups, np.arange(len(windows)) // batch_size))
 
 
 def _crop_windows(band: torch.Tensor, top: int, coords: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -110,20 +113,29 @@ def _crop_windows(band: torch.Tensor, top: int, coords: torch.Tensor, patch_size
     return band[ys[:, :, None], xs[:, None, :]]
 
 
-def _add_windows(sums: torch.Tensor, top: int, chunk: np.ndarray, coords: torch.Tensor, groups: np.ndarray,
-                 values: torch.Tensor, batched: bool) -> None:
-    """sums[window] += values[window] for each window of a batch ordered by group (module docstring)."""
+def _add_windows(sums: torch.Tensor, top: int, coords: torch.Tensor, groups: np.ndarray | None,
+                 values: torch.Tensor) -> None:
+    """sums[window] += values[window] for a batch's windows (module docstring).
+
+    `groups` None: window by window, in the batch's order (the CPU). Otherwise
+    the batch is ordered by group and each group is one `index_add_` over
+    flat pixel indices: no pixel twice in a group, so each element gets one
+    exact float add, and no range check that reads a value back to the host
+    (`index_put_` with accumulation does two per index tensor).
+    """
     patch_size = values.shape[1]
-    if not batched:
-        for (y, x), window in zip(chunk.tolist(), values):
+    if groups is None:
+        for (y, x), window in zip(coords.tolist(), values):
             sums[y - top : y - top + patch_size, x : x + patch_size] += window
         return
+    width, channels = sums.shape[1], sums.shape[2]
     offsets = torch.arange(patch_size, device=sums.device)
+    flat_sums, flat_values = sums.view(-1, channels), values.reshape(len(values), -1, channels)
     bounds = [0, *(np.flatnonzero(np.diff(groups)) + 1).tolist(), len(groups)]
     for start, end in zip(bounds[:-1], bounds[1:]):
-        ys = (coords[start:end, 0] - top)[:, None, None] + offsets[None, :, None]
-        xs = coords[start:end, 1][:, None, None] + offsets[None, None, :]
-        sums.index_put_((ys, xs), values[start:end], accumulate=True)
+        rows = (coords[start:end, 0] - top)[:, None, None] + offsets[None, :, None]
+        columns = coords[start:end, 1][:, None, None] + offsets[None, None, :]
+        flat_sums.index_add_(0, (rows * width + columns).reshape(-1), flat_values[start:end].reshape(-1, channels))
 
 
 @dataclass
@@ -185,8 +197,8 @@ def predict_mask(
     `transform` maps each band of RGB rows before the network sees it (stain
     normalization); `progress` is a tqdm bar, given its total once the
     foreground windows are known. `batched_adds` (default: on CUDA) adds a
-    batch's logits one overlap group at a time instead of window by window;
-    both give the same bits.
+    batch's logits one overlap group at a time instead of window by window in
+    row-major order (module docstring).
     """
     width, height = regions.size
     # images smaller than a window are padded with white glass
@@ -234,11 +246,12 @@ def predict_mask(
         stats.tissue_pixels += np.bincount(classes[tissue], minlength=num_classes)
 
     started = time.perf_counter()
-    groups = overlap_groups(windows, patch_size, stride)
-    order = _order_batches_by_group(windows, groups, batch_size)
-    windows, groups = windows[order], groups[order]
-    coords = torch.from_numpy(windows).to(device)  # once: no copy, and no wait for the device, per batch
     batched = torch.device(device).type == "cuda" if batched_adds is None else batched_adds
+    groups = overlap_groups(windows, patch_size, stride) if batched else None
+    if batched:
+        order = _order_batches_by_group(windows, groups, batch_size)
+        windows, groups = windows[order], groups[order]
+    coords = torch.from_numpy(windows).to(device)  # once: no copy, and no wait for the device, per batch
     model.eval()
     for first in range(0, len(windows), batch_size):
         last = min(first + batch_size, len(windows))
@@ -249,7 +262,7 @@ def predict_mask(
         logits = window_logits(model, _crop_windows(rgb.data, rgb.top, coords[first:last], patch_size), device)
         logits = logits.permute(0, 2, 3, 1)
         counted = torch.cat([logits, logits.new_ones(logits.shape[:3] + (1,))], dim=-1)
-        _add_windows(sums.data, sums.top, chunk, coords[first:last], groups[first:last], counted, batched)
+        _add_windows(sums.data, sums.top, coords[first:last], None if groups is None else groups[first:last], counted)
         following = int(windows[last : last + batch_size, 0].min()) if last < len(windows) else full_h
         finish_rows(following)  # rows above the next batch's top are final
         rgb.drop_before(following)
