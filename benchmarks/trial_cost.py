@@ -71,19 +71,14 @@ def trial_config(epochs: int):
 def paper_grid() -> dict[str, float]:
     """Training images and trial-epochs of the paper preset over the three datasets, at the caption's counts."""
     from segclass.grid import get_preset
-    from segclass.subsets import TrialPatches, patch_counts
-    from segclass.training_loop import iterations_per_epoch
+    from segclass.training_loop import batches_per_count
 
     preset = get_preset("paper")
     images = trial_epochs = trials = 0
     for n_seg, n_cls in PAPER_SIZES.values():
         for point in preset.points():
             config = point.train_config(epochs=preset.epochs)
-            holdout = n_cls - n_cls // 2 if config.study == "classification" else 0
-            seg, cls = patch_counts(config.mode, config.seg_fraction, config.cls_fraction, n_seg, n_cls - holdout)
-            trial = TrialPatches(np.arange(seg), np.arange(cls), np.arange(holdout), n_cls - holdout)
-            kinds = int(seg > 0) + int(cls > 0)
-            images += iterations_per_epoch(config, trial, n_seg) * config.batch_size * kinds * preset.epochs
+            images += batches_per_count(config, n_seg, n_cls) * config.batch_size * preset.epochs
             trial_epochs += preset.epochs
             trials += 1
     return {"trials": trials, "trial_epochs": trial_epochs, "training_images": images}

@@ -85,6 +85,18 @@ def patch_counts(mode: str, seg_fraction: float, cls_fraction: float, seg_total:
     return subset_size(seg, seg_total), subset_size(cls, cls_total)
 
 
+def trial_counts(config: TrainConfig, seg_total: int, cls_total: int) -> tuple[int, int, int]:
+    """(segmentation patches, classification patches, classification pool) of a trial, without choosing them.
+
+    The sizes `select_trial_patches` gives, from the dataset's counts alone:
+    a sweep prices all its grid points before it starts, and drawing every
+    point's subsets for that took seconds on large datasets.
+    """
+    pool = cls_total // 2 if config.study == "classification" else cls_total
+    seg, cls = patch_counts(config.mode, config.seg_fraction, config.cls_fraction, seg_total, cls_total)
+    return seg, min(pool, cls), pool
+
+
 def select_trial_patches(config: TrainConfig, seg_strata: np.ndarray, cls_labels: np.ndarray) -> TrialPatches:
     """Segmentation and classification patch indices of the trial `config` describes."""
     total_cls = len(cls_labels)

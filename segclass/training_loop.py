@@ -36,7 +36,7 @@ from segclass.errors import CheckpointError, TrainingError
 from segclass.evaluation import evaluate_images, evaluate_patches
 from segclass.losses import class_weights, weighted_pixel_loss
 from segclass.model import ModelOutput, SegClassNet, build_model, pretrained_name
-from segclass.subsets import TrialPatches, patch_fractions, select_trial_patches
+from segclass.subsets import TrialPatches, patch_fractions, select_trial_patches, trial_counts
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,27 @@ def iterations_per_epoch(config: TrainConfig, trial: TrialPatches, seg_total: in
     `equal`: ceil(N_dataset / (2 B)) for every trial of the dataset, so modes and
     fractions are compared at equal compute.
     """
-    kinds = patch_kinds(trial)
+    return _iterations(config, len(trial.seg), len(trial.cls), seg_total, trial.cls_pool)
+
+
+def _iterations(config: TrainConfig, seg: int, cls: int, seg_total: int, cls_pool: int) -> int:
+    kinds = int(seg > 0) + int(cls > 0)
     if kinds == 0:
         return 0
     if config.budget == "paper":
-        return math.ceil((len(trial.seg) + len(trial.cls)) / (config.batch_size * kinds))
-    return math.ceil((seg_total + trial.cls_pool) / (2 * config.batch_size))
+        return math.ceil((seg + cls) / (config.batch_size * kinds))
+    return math.ceil((seg_total + cls_pool) / (2 * config.batch_size))
 
 
 def batches_per_epoch(config: TrainConfig, data: DatasetArrays) -> int:
     """Forward-backward batches in one epoch of this trial: its share of a sweep's compute (the time estimate)."""
-    trial = select_trial_patches(config, data.seg_labels, data.cls_labels)
-    return iterations_per_epoch(config, trial, len(data.seg_labels)) * patch_kinds(trial)
+    return batches_per_count(config, len(data.seg_labels), len(data.cls_labels))
+
+
+def batches_per_count(config: TrainConfig, seg_total: int, cls_total: int) -> int:
+    """`batches_per_epoch` of a dataset known by its patch counts alone (the paper's, in benchmarks/trial_cost.py)."""
+    seg, cls, pool = trial_counts(config, seg_total, cls_total)
+    return _iterations(config, seg, cls, seg_total, pool) * (int(seg > 0) + int(cls > 0))
 
 
 def trial_class_weights(config: TrainConfig, data: DatasetArrays, trial: TrialPatches) -> np.ndarray:

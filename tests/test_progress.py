@@ -92,3 +92,19 @@ def test_a_retry_keeps_the_work_of_this_run_and_a_failed_trial_is_neither_waitin
     assert progress.share_done() == pytest.approx(8 / 18)  # its epochs 5-10 are no longer work left
     progress.on_trial_result(0, [trial], _trial("t2", other, "RUNNING"), {"epoch": 0, "start_epoch": 0.0})
     assert "0/2 done, 0 running, 1 waiting, 1 failed" in out.getvalue().strip().splitlines()[-1]
+
+
+def test_batches_per_epoch_from_counts_is_what_the_trainer_runs(tiny_data):
+    """The sweep prices each grid point from the dataset's counts; the trainer draws the subsets. They agree."""
+    import dataclasses
+
+    from segclass.grid import get_preset
+    from segclass.subsets import select_trial_patches
+    from segclass.training_loop import iterations_per_epoch, patch_kinds
+
+    for point in get_preset("paper").points():
+        for budget in ("paper", "equal"):
+            config = dataclasses.replace(point, budget=budget).train_config(epochs=1)
+            trial = select_trial_patches(config, tiny_data.seg_labels, tiny_data.cls_labels)
+            runs = iterations_per_epoch(config, trial, len(tiny_data.seg_labels)) * patch_kinds(trial)
+            assert batches_per_epoch(config, tiny_data) == runs, config
