@@ -33,9 +33,13 @@ def to_input(images_uint8: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=8)
 def _imagenet_statistics(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std as 1 x 3 x 1 x 1 tensors on `device`, made once: a copy from host memory makes the host wait."""
-    return (torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1).to(device),
-            torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1).to(device))
+    """Mean and std as 1 x 3 x 1 x 1 tensors on `device`, made once: a copy from host memory makes the host wait.
+
+    Made outside inference mode, so tensors first made under it can still serve training.
+    """
+    with torch.inference_mode(False):
+        return (torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1).to(device),
+                torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1).to(device))
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

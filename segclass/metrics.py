@@ -144,7 +144,7 @@ def pair_counts(target: np.ndarray, prediction: np.ndarray, num_classes: int, gr
     """
     target, prediction = np.asarray(target).ravel(), np.asarray(prediction).ravel()
     for labels in (target, prediction):
-        if labels.size and (labels.max() >= num_classes or (labels.dtype.kind == "i" and labels.min() < 0)):
+        if labels.size and (labels.max() >= num_classes or (labels.dtype.kind not in "ub" and labels.min() < 0)):
             raise ValueError(f"labels must be in [0, num_classes={num_classes})")
     size = groups * num_classes * num_classes
     dtype = np.uint8 if size <= 256 else np.uint16 if size <= 65536 else np.int64

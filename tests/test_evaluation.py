@@ -137,7 +137,8 @@ def test_adds_by_overlap_group_give_the_same_bits_as_window_by_window(stride, ba
         total = torch.zeros(height, width, 3)
         for first in range(0, len(windows), batch_size):
             part = slice(first, first + batch_size)
-            _add_windows(total, 0, torch.from_numpy(windows[part]), groups[part] if batched else None, values[part])
+            _add_windows(total, 0, windows[part], torch.from_numpy(windows[part]), groups[part] if batched else None,
+                         values[part])
         sums[batched] = total
     assert torch.equal(sums[True], sums[False])
     model = build_model(ModelConfig(num_classes=4)).eval()

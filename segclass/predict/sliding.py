@@ -113,19 +113,21 @@ def _crop_windows(band: torch.Tensor, top: int, coords: torch.Tensor, patch_size
     return band[ys[:, :, None], xs[:, None, :]]
 
 
-def _add_windows(sums: torch.Tensor, top: int, coords: torch.Tensor, groups: np.ndarray | None,
+def _add_windows(sums: torch.Tensor, top: int, starts: np.ndarray, coords: torch.Tensor, groups: np.ndarray | None,
                  values: torch.Tensor) -> None:
-    """sums[window] += values[window] for a batch's windows (module docstring).
+    """sums[window] += values[window] for a batch's windows at (y, x) `starts` (`coords` on the device).
 
     `groups` None: window by window, in the batch's order (the CPU). Otherwise
     the batch is ordered by group and each group is one `index_add_` over
     flat pixel indices: no pixel twice in a group, so each element gets one
     exact float add, and no range check that reads a value back to the host
-    (`index_put_` with accumulation does two per index tensor).
+    (`index_put_` with accumulation does two per index tensor, and so does
+    `index_add_` under `torch.use_deterministic_algorithms`, which turns it
+    into that).
     """
     patch_size = values.shape[1]
     if groups is None:
-        for (y, x), window in zip(coords.tolist(), values):
+        for (y, x), window in zip(starts.tolist(), values):
             sums[y - top : y - top + patch_size, x : x + patch_size] += window
         return
     width, channels = sums.shape[1], sums.shape[2]
@@ -262,7 +264,8 @@ def predict_mask(
         logits = window_logits(model, _crop_windows(rgb.data, rgb.top, coords[first:last], patch_size), device)
         logits = logits.permute(0, 2, 3, 1)
         counted = torch.cat([logits, logits.new_ones(logits.shape[:3] + (1,))], dim=-1)
-        _add_windows(sums.data, sums.top, coords[first:last], None if groups is None else groups[first:last], counted)
+        _add_windows(sums.data, sums.top, chunk, coords[first:last], None if groups is None else groups[first:last],
+                     counted)
         following = int(windows[last : last + batch_size, 0].min()) if last < len(windows) else full_h
         finish_rows(following)  # rows above the next batch's top are final
         rgb.drop_before(following)
