@@ -63,3 +63,6 @@ def test_tissue_rows_are_the_thumbnail_looked_up_by_nearest_neighbour(scale):
             y, x = int((r + 0.5) * scale), int((c + 0.5) * scale)
             expected[r - top, c] = y < mask.shape[0] and x < mask.shape[1] and mask[y, x]
     assert np.array_equal(foreground.rows(top, bottom, width), expected)
+    for first, last in ((0, 1), (5, 40), (60, 90), (0, 200)):
+        assert np.array_equal(foreground.columns_with_tissue(first, last, width),
+                              foreground.rows(first, last, width).any(axis=0))

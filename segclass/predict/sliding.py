@@ -179,7 +179,7 @@ def _tissue_windows(foreground: Foreground, starts_y: list[int], starts_x: np.nd
     for y in starts_y:
         if y >= height:
             continue
-        tissue_columns = foreground.rows(y, min(y + patch_size, height), width).any(axis=0)
+        tissue_columns = foreground.columns_with_tissue(y, min(y + patch_size, height), width)
         cumulative = np.zeros(max(width, int(starts_x[-1]) + patch_size) + 1, np.int64)
         cumulative[1 : width + 1] = np.cumsum(tissue_columns)
         cumulative[width + 1 :] = cumulative[width]

@@ -67,6 +67,22 @@ class Foreground:
         radius = max(1, round(opening_radius * scale)) if opening_radius > 0 else 0
         return cls(foreground_mask(thumbnail, threshold, radius), scale)
 
+    def columns_with_tissue(self, top: int, bottom: int, width: int) -> np.ndarray:
+        """width bool: whether column x holds tissue anywhere in rows [top, bottom).
+
+        The same as `rows(top, bottom, width).any(axis=0)`, read on the
+        thumbnail's rows instead of expanding them: the sliding window asks it
+        for every window row.
+        """
+        height_small, width_small = self.mask.shape
+        row_index = np.unique(np.floor((np.arange(top, bottom) + 0.5) * self.scale).astype(np.int64))
+        col_index = np.floor((np.arange(width) + 0.5) * self.scale).astype(np.int64)
+        row_index = row_index[row_index < height_small]
+        cols_in = int(np.sum(col_index < width_small))
+        out = np.zeros(width, bool)
+        out[:cols_in] = np.take(self.mask[row_index].any(axis=0), col_index[:cols_in])
+        return out
+
     def rows(self, top: int, bottom: int, width: int) -> np.ndarray:
         """(bottom - top) x width bool; rows or columns past the thumbnail are background."""
         height_small, width_small = self.mask.shape
