@@ -17,6 +17,11 @@ a bare forward + backward + Adam step of the same model on the same batches
 held ready in memory: the share the trainer's own work (sampling, gathering,
 augmenting) costs. Goal: the trainer at >= 0.9 of the bare step.
 
+On either device it first prints the paper grid's size (trials, trial-epochs,
+training images) and last the host work of one validation pass besides the
+network (listing the windows on tissue, the tissue of finished rows, the
+metrics).
+
     python benchmarks/trial_cost.py --device cuda --packing 1 2 4 8
     python benchmarks/trial_cost.py --device cpu --threads 1        # as a sweep trial runs on one core
 """
