@@ -72,11 +72,8 @@ def draw_augmentation(count: int, generator: torch.Generator, strength: float = 
     def factors(size: tuple[int, ...], spread: float) -> torch.Tensor:
         return 1.0 + (torch.rand(size, generator=generator) * 2 - 1) * spread
 
-    brightness = factors((count, 1, 1, 1), strength)
-    contrast = factors((count, 1, 1, 1), strength)
-    saturation = factors((count, 1, 1, 1), strength)
-    gains = factors((count, 3, 1, 1), strength / 3)
-    columns = [brightness.view(count, 1), contrast.view(count, 1), saturation.view(count, 1), gains.view(count, 3)]
+    # brightness, contrast, saturation, then the three channel gains: the order the generator is drawn in
+    columns = [factors((count, 1), strength) for _ in range(3)] + [factors((count, 3), strength / 3)]
     return AugmentDraws(turns, torch.cat(columns, dim=1))
 
 

@@ -49,7 +49,11 @@ _RESUMABLE_CHANGES = {"epochs"}
 # ---------------------------------------------------------------------------
 def patch_kinds(trial: TrialPatches) -> int:
     """How many batches an iteration runs: one per kind of patch (segmentation, classification) the trial has."""
-    return int(len(trial.seg) > 0) + int(len(trial.cls) > 0)
+    return _kinds(len(trial.seg), len(trial.cls))
+
+
+def _kinds(seg: int, cls: int) -> int:
+    return int(seg > 0) + int(cls > 0)
 
 
 def iterations_per_epoch(config: TrainConfig, trial: TrialPatches, seg_total: int) -> int:
@@ -63,7 +67,7 @@ def iterations_per_epoch(config: TrainConfig, trial: TrialPatches, seg_total: in
 
 
 def _iterations(config: TrainConfig, seg: int, cls: int, seg_total: int, cls_pool: int) -> int:
-    kinds = int(seg > 0) + int(cls > 0)
+    kinds = _kinds(seg, cls)
     if kinds == 0:
         return 0
     if config.budget == "paper":
@@ -79,7 +83,7 @@ def batches_per_epoch(config: TrainConfig, data: DatasetArrays) -> int:
 def batches_per_count(config: TrainConfig, seg_total: int, cls_total: int) -> int:
     """`batches_per_epoch` of a dataset known by its patch counts alone (the paper's, in benchmarks/trial_cost.py)."""
     seg, cls, pool = trial_counts(config, seg_total, cls_total)
-    return _iterations(config, seg, cls, seg_total, pool) * (int(seg > 0) + int(cls > 0))
+    return _iterations(config, seg, cls, seg_total, pool) * _kinds(seg, cls)
 
 
 def trial_class_weights(config: TrainConfig, data: DatasetArrays, trial: TrialPatches) -> np.ndarray:

@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
     except SegclassError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{counted(summary.planned, 'grid point')}: {len(summary.ran)} ran to the end now, {len(summary.skipped)} skipped "
-          f"(finished before), {len(summary.failed)} failed or unfinished")
+    print(f"\n{counted(summary.planned, 'grid point')}: {len(summary.ran)} ran to the end now, "
+          f"{len(summary.skipped)} skipped (finished before), {len(summary.failed)} failed or unfinished")
     for key in summary.failed:
         print(f"  not finished: {key}")
     for error in summary.tracking_errors:

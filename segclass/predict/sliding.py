@@ -249,8 +249,9 @@ def predict_mask(
 
     started = time.perf_counter()
     batched = torch.device(device).type == "cuda" if batched_adds is None else batched_adds
-    groups = overlap_groups(windows, patch_size, stride) if batched else None
+    groups = None  # window by window (the CPU), else the overlap group of each window, batches ordered by group
     if batched:
+        groups = overlap_groups(windows, patch_size, stride)
         order = _order_batches_by_group(windows, groups, batch_size)
         windows, groups = windows[order], groups[order]
     coords = torch.from_numpy(windows).to(device)  # once: no copy, and no wait for the device, per batch
