@@ -66,11 +66,15 @@ class TrainConfig:
     pretrained: str | None = None  # encoder init: 'imagenet', a resnet18 state dict file, or None/'none' (random)
     holdout_seed: int = 0  # fixes the classification-study held-out half, same for all trials
     validate_every: int = 1  # epochs between validations (the last epoch always); the best epoch is a validated one
+    # arithmetic of training and evaluation: fp32, bf16 (autocast), or auto = bf16 on CUDA, fp32 elsewhere;
+    # sweeps resolve it before a trial's identity is made, so it is part of every run's settings
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
         _check_choice("variant", self.variant, VARIANTS)
         _check_choice("budget", self.budget, BUDGETS)
+        _check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
         for name in ("seg_fraction", "cls_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

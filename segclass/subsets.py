@@ -5,6 +5,12 @@ The paper compares S, S+C and S+C* on the *same* s% of segmentation patches
 smaller one. So each seed fixes one stratified order of the patches and every
 trial takes a prefix of it: the three modes share their segmentation patches,
 subsets are nested across s, and nothing depends on trial order or machine.
+
+The classification study holds half of the classification patches out for
+its accuracy (Table 1 / D.4). It holds out whole source images (a slide, a
+TMA core, a photo), never single patches, and in that study no patch of a
+held-out image is trained on, of either kind: tiles of one image are
+correlated, so a patch-level split would measure memory, not accuracy.
 """
 
 from __future__ import annotations
@@ -49,7 +55,56 @@ class TrialPatches:
     seg: np.ndarray  # segmentation patches trained on
     cls: np.ndarray  # classification patches trained on
     cls_holdout: np.ndarray  # classification patches held out (classification study), else empty
-    cls_pool: int  # classification patches available for training (all, or the non-held-out half)
+    cls_pool: int  # classification patches available for training (all, or those outside the held-out images)
+    seg_pool: int = -1  # segmentation patches available (all, or those outside the held-out images); -1: all
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The classification study's held-out images and what stays available for training."""
+
+    cls_holdout: np.ndarray  # classification patches of the held-out images
+    cls_pool: np.ndarray  # classification patches of the other images
+    seg_pool: np.ndarray  # segmentation patches of images not held out
+    sources: frozenset  # the held-out source images
+
+
+def _group_majority(labels: np.ndarray, inverse: np.ndarray, groups: int) -> np.ndarray:
+    """Each source image's most frequent class among its patches (ties: the lower id)."""
+    counts = np.zeros((groups, int(labels.max(initial=0)) + 1), np.int64)
+    np.add.at(counts, (inverse, labels), 1)
+    return counts.argmax(1)
+
+
+def holdout_split(cls_labels: np.ndarray, cls_sources: np.ndarray | None, seg_sources: np.ndarray | None,
+                  seg_total: int, seed: int) -> Holdout:
+    """About half of the classification patches held out, whole source images at a time.
+
+    Source images are put in a seeded order stratified by each image's
+    majority class, and taken until the held-out patches come closest to
+    ceil(N / 2). When every patch is its own image (BACH's photos) this is
+    the patch-level stratified half. Segmentation patches cut from a
+    held-out image leave the training pool too.
+    """
+    cls_labels = np.asarray(cls_labels)
+    total = len(cls_labels)
+    target = total - total // 2
+    sources = np.asarray(cls_sources if cls_sources is not None else np.arange(total)).astype(str)
+    names, inverse, sizes = np.unique(sources, return_inverse=True, return_counts=True)
+    if len(names) == total:  # one patch per image: the patch-level stratified half
+        order = stratified_order(cls_labels, seed, _HOLDOUT_STREAM)
+        held = np.zeros(total, bool)
+        held[order[:target]] = True
+    else:
+        group_order = stratified_order(_group_majority(cls_labels, inverse, len(names)), seed, _HOLDOUT_STREAM)
+        reached = np.cumsum(sizes[group_order])
+        cut = int(np.argmin(np.abs(reached - target))) + 1  # groups held out
+        cut = min(max(cut, 1), max(len(names) - 1, 1))  # both sides keep an image where there are two
+        held = np.isin(inverse, group_order[:cut])
+    held_sources = frozenset(np.unique(sources[held]).tolist())
+    seg_names = np.asarray(seg_sources if seg_sources is not None else np.full(seg_total, ""), dtype=str)
+    seg_pool = np.flatnonzero(~np.isin(seg_names, list(held_sources))) if held_sources else np.arange(seg_total)
+    return Holdout(np.flatnonzero(held), np.flatnonzero(~held), seg_pool, held_sources)
 
 
 def patch_fractions(mode: str, seg_fraction: float, cls_fraction: float) -> tuple[float, float]:
@@ -85,33 +140,43 @@ def patch_counts(mode: str, seg_fraction: float, cls_fraction: float, seg_total:
     return subset_size(seg, seg_total), subset_size(cls, cls_total)
 
 
-def trial_counts(config: TrainConfig, seg_total: int, cls_total: int) -> tuple[int, int, int]:
+def trial_counts(config: TrainConfig, seg_total: int, cls_total: int, seg_pool: int | None = None,
+                 cls_pool: int | None = None) -> tuple[int, int, int]:
     """(segmentation patches, classification patches, classification pool) of a trial, without choosing them.
 
-    The sizes `select_trial_patches` gives, from the dataset's counts alone:
-    a sweep prices all its grid points before it starts, and drawing every
-    point's subsets for that took seconds on large datasets.
+    The sizes `select_trial_patches` gives, from the dataset's counts (and,
+    in the classification study, the pools `holdout_split` leaves; without
+    them, half of the classification patches and all segmentation patches,
+    as when every patch is its own image): a sweep prices all its grid points
+    before it starts, and drawing every point's subsets for that took seconds
+    on large datasets.
     """
-    pool = cls_total // 2 if config.study == "classification" else cls_total
-    seg, cls = patch_counts(config.mode, config.seg_fraction, config.cls_fraction, seg_total, cls_total)
+    classification = config.study == "classification"
+    pool = (cls_total // 2 if cls_pool is None else cls_pool) if classification else cls_total
+    seg_available = (seg_total if seg_pool is None else seg_pool) if classification else seg_total
+    seg, cls = patch_counts(config.mode, config.seg_fraction, config.cls_fraction, seg_available, cls_total)
     return seg, min(pool, cls), pool
 
 
-def select_trial_patches(config: TrainConfig, seg_strata: np.ndarray, cls_labels: np.ndarray) -> TrialPatches:
-    """Segmentation and classification patch indices of the trial `config` describes."""
-    total_cls = len(cls_labels)
-    seg_count, cls_count = patch_counts(config.mode, config.seg_fraction, config.cls_fraction, len(seg_strata),
-                                        total_cls)
-    seg_order = stratified_order(seg_strata, config.seed, _SEG_STREAM)
-    seg = np.sort(seg_order[:seg_count])
+def select_trial_patches(config: TrainConfig, seg_strata: np.ndarray, cls_labels: np.ndarray,
+                         cls_sources: np.ndarray | None = None, seg_sources: np.ndarray | None = None) -> TrialPatches:
+    """Segmentation and classification patch indices of the trial `config` describes.
 
+    `cls_sources` / `seg_sources` name each patch's source image; the
+    classification study holds out whole images (`holdout_split`). Without
+    them every patch is its own image.
+    """
+    total_cls = len(cls_labels)
     holdout = np.empty(0, dtype=np.int64)
-    pool = np.arange(total_cls)
+    pool, seg_pool = np.arange(total_cls), np.arange(len(seg_strata))
     if config.study == "classification":
-        # one fixed held-out half for every trial of the dataset, whatever the seed
-        holdout_order = stratified_order(cls_labels, config.holdout_seed, _HOLDOUT_STREAM)
-        holdout = np.sort(holdout_order[: total_cls - total_cls // 2])
-        pool = np.sort(holdout_order[total_cls - total_cls // 2 :])
+        # one fixed held-out set of images for every trial of the dataset, whatever the seed
+        split = holdout_split(cls_labels, cls_sources, seg_sources, len(seg_strata), config.holdout_seed)
+        holdout, pool, seg_pool = split.cls_holdout, split.cls_pool, split.seg_pool
+    seg_count, cls_count = patch_counts(config.mode, config.seg_fraction, config.cls_fraction, len(seg_pool),
+                                        total_cls)
+    seg_order = seg_pool[stratified_order(np.asarray(seg_strata)[seg_pool], config.seed, _SEG_STREAM)]
+    seg = np.sort(seg_order[:seg_count])
     cls_order = pool[stratified_order(cls_labels[pool], config.seed, _CLS_STREAM)]
     cls = np.sort(cls_order[: min(len(pool), cls_count)])
-    return TrialPatches(seg=seg, cls=cls, cls_holdout=holdout, cls_pool=len(pool))
+    return TrialPatches(seg=seg, cls=cls, cls_holdout=holdout, cls_pool=len(pool), seg_pool=len(seg_pool))

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", default=None,
                         help="folder for the per-epoch checkpoint; an existing checkpoint there is resumed")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="arithmetic of training and evaluation: bf16 autocast or float32; 'auto' = bf16 on CUDA, "
+                             "fp32 elsewhere (the report's 'precision' says which ran)")
     parser.add_argument("--metrics-out", default=None, help="also write the final metrics JSON to this file")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
     return parser
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset=args.dataset, mode=args.mode, seg_fraction=args.seg_fraction, cls_fraction=args.cls_fraction,
             seed=args.seed, variant=args.variant, budget=args.budget, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, pretrained=args.pretrained, validate_every=args.validate_every,
+            precision=args.precision,
         )
         weights = resolve_pretrained(args.pretrained, progress=not args.quiet)  # before the data: fail fast
         data = load_dataset(args.dataset, args.data_root)

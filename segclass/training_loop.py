@@ -29,14 +29,14 @@ import segclass
 from segclass.augment import AugmentDraws, draw_augmentation
 from segclass.batches import EpochDraws, TrialBatches
 from segclass.checkpoint import FILENAME, best_filename, is_best_file, load_best, load_checkpoint, save_checkpoint
-from segclass.compute import autocast, pick_device, place_model, uses_channels_last
+from segclass.compute import autocast, pick_device, place_model, precision_scope, resolve_precision, uses_channels_last
 from segclass.config import ModelConfig, TrainConfig
 from segclass.data.arrays import DatasetArrays, EvalImage
 from segclass.errors import CheckpointError, TrainingError
 from segclass.evaluation import evaluate_images, evaluate_patches
 from segclass.losses import class_weights, weighted_pixel_loss
 from segclass.model import ModelOutput, SegClassNet, build_model, pretrained_name
-from segclass.subsets import TrialPatches, patch_fractions, select_trial_patches, trial_counts
+from segclass.subsets import TrialPatches, holdout_split, patch_fractions, select_trial_patches, trial_counts
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,21 @@ def _iterations(config: TrainConfig, seg: int, cls: int, seg_total: int, cls_poo
 
 def batches_per_epoch(config: TrainConfig, data: DatasetArrays) -> int:
     """Forward-backward batches in one epoch of this trial: its share of a sweep's compute (the time estimate)."""
-    return batches_per_count(config, len(data.seg_labels), len(data.cls_labels))
+    seg_pool = cls_pool = None
+    if config.study == "classification":  # the pools the held-out images leave
+        split = holdout_split(data.cls_labels, data.cls_sources, data.seg_sources, len(data.seg_labels),
+                              config.holdout_seed)
+        seg_pool, cls_pool = len(split.seg_pool), len(split.cls_pool)
+    return batches_per_count(config, len(data.seg_labels), len(data.cls_labels), seg_pool, cls_pool)
 
 
-def batches_per_count(config: TrainConfig, seg_total: int, cls_total: int) -> int:
-    """`batches_per_epoch` of a dataset known by its patch counts alone (the paper's, in benchmarks/trial_cost.py)."""
-    seg, cls, pool = trial_counts(config, seg_total, cls_total)
+def batches_per_count(config: TrainConfig, seg_total: int, cls_total: int, seg_pool: int | None = None,
+                      cls_pool: int | None = None) -> int:
+    """`batches_per_epoch` of a dataset known by its patch counts alone (the paper's, in benchmarks/trial_cost.py).
+
+    Without the classification study's pools (`trial_counts`), every patch counts as its own image.
+    """
+    seg, cls, pool = trial_counts(config, seg_total, cls_total, seg_pool, cls_pool)
     return _iterations(config, seg, cls, seg_total, pool) * _kinds(seg, cls)
 
 
@@ -262,11 +271,36 @@ def train(
     `pretrained_state` (a state dict the caller resolved once) replaces
     resolving `config.pretrained` here. `on_test_prediction(image, mask)` sees
     the last-epoch model's mask of each test image (the `test_` metrics' masks).
+    The trial trains and is evaluated in `config.precision` (`auto`: bf16
+    autocast on CUDA, float32 elsewhere); the report's `precision` says which.
     """
+    target = pick_device(device)
+    precision = resolve_precision(config.precision, target)
+    with precision_scope(precision):
+        report = _train(config, data, run_dir, on_epoch, target, checkpoint_every=checkpoint_every,
+                        pretrained_state=pretrained_state, on_resume=on_resume,
+                        on_test_prediction=on_test_prediction)
+    report["precision"] = precision
+    return report
+
+
+def _train(
+    config: TrainConfig,
+    data: DatasetArrays,
+    run_dir: str | Path | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    device: torch.device,
+    *,
+    checkpoint_every: int = 1,
+    pretrained_state: dict[str, torch.Tensor] | None = None,
+    on_resume: Callable[[list[dict[str, Any]]], None] | None = None,
+    on_test_prediction: Callable[[EvalImage, np.ndarray], None] | None = None,
+) -> dict[str, Any]:
+    """`train` inside the trial's precision scope."""
     data.validate()
     check_patches_available(config, data)
-    target = pick_device(device)
-    trial = select_trial_patches(config, data.seg_labels, data.cls_labels)
+    target = device
+    trial = select_trial_patches(config, data.seg_labels, data.cls_labels, data.cls_sources, data.seg_sources)
     iterations = iterations_per_epoch(config, trial, len(data.seg_labels))
     weights = torch.tensor(trial_class_weights(config, data, trial), dtype=torch.float32, device=target)
     model_config = ModelConfig(num_classes=data.num_classes, variant=config.variant)
@@ -278,9 +312,9 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     log.info(
         "trial %s mode=%s s=%g c=%g seed=%d variant=%s budget=%s init=%s: %d seg + %d cls patches, "
-        "%d iterations/epoch on %s", data.name, config.mode, config.seg_fraction, config.cls_fraction, config.seed,
-        config.variant, config.budget, pretrained_name(config.pretrained), len(trial.seg), len(trial.cls),
-        iterations, target,
+        "%d iterations/epoch on %s in %s", data.name, config.mode, config.seg_fraction, config.cls_fraction,
+        config.seed, config.variant, config.budget, pretrained_name(config.pretrained), len(trial.seg),
+        len(trial.cls), iterations, target, resolve_precision(config.precision, target),
     )
 
     # resume ------------------------------------------------------------------

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-trial", type=float, default=None,
                         help="GPU share of one trial, e.g. 0.25 packs 4 trials per GPU; default 0.125 (8 per GPU, "
                              "the fastest packing measured on an H200) when the cluster has GPUs, else 0 (CPU)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="arithmetic trials train and evaluate in: bf16 autocast or float32; 'auto' = bf16 when "
+                             "trials get a GPU share, else fp32. Part of every trial's identity and MLflow params")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores reserved per trial (default: 1)")
     parser.add_argument("--storage", default=None,
                         help="sweep storage (trial checkpoints by identity, Tune's logs; default: RESULTS/tune): a "
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
             gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial, max_failures=args.max_failures,
             checkpoint_every=args.checkpoint_every, grow=args.grow, resume=args.resume,
             keep_trial_files=args.keep_trial_files, pretrained=args.pretrained, num_cpus=args.num_cpus,
-            num_gpus=args.num_gpus, verbose=args.verbose)
+            num_gpus=args.num_gpus, verbose=args.verbose, precision=args.precision)
         summary = run_sweep(options, epoch_hook=epoch_hook)
     except SegclassError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,6 +16,13 @@ from PIL import Image
 from segclass.synthetic import random_appearance, render_tissue
 
 
+def real_he_tile() -> np.ndarray:
+    """The real H&E tile (240 x 240) that the PyPI package wsidicom-data ships (a test extra)."""
+    import wsidicom_data
+
+    return np.asarray(Image.open(Path(wsidicom_data.__file__).parent / "data" / "test_tile.png").convert("RGB"))
+
+
 def tissue(labels: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return render_tissue(labels, np.ones(labels.shape, bool), random_appearance(rng), rng)
@@ -67,18 +74,25 @@ BACH_REGIONS = {
     "A05": [[("Invasive", (200, 200, 500, 500), "text")]],
 }
 BACH_PHOTOS = {"Normal": 3, "Benign": 2, "InSitu": 2, "Invasive": 1}
+#: Slides of WSI/ without an annotation XML, as BACH ships 01.svs ... 20.svs beside A01-A10.
+BACH_UNANNOTATED = ("01", "02")
 
 
 def make_bach(root: Path) -> Path:
+    """BACH's training archive as it unpacks: annotated A0x slides, un-annotated 0x slides (real H&E
+    texture), gt_thumbnails/, photos per class and a header-less ground-truth CSV."""
     from segclass.data.bach import rasterize, parse_annotations
 
-    (root / "WSI").mkdir(parents=True)
+    (root / "WSI" / "gt_thumbnails").mkdir(parents=True)
+    for name in BACH_UNANNOTATED:
+        write_aperio_svs(root / "WSI" / f"{name}.svs", np.tile(real_he_tile(), (2, 2, 1)))
     for index, (name, annotations) in enumerate(BACH_REGIONS.items()):
         xml = root / "WSI" / f"{name}.xml"
         write_imagescope_xml(xml, annotations)
         labels = rasterize(parse_annotations(xml), (256, 256), 4.0)
         rgb = tissue(labels, index)
         write_aperio_svs(root / "WSI" / f"{name}.svs", np.asarray(Image.fromarray(rgb).resize((1024, 1024))))
+        Image.fromarray(labels * 60).save(root / "WSI" / "gt_thumbnails" / f"{name}.png")
     rows = []
     for folder, count in BACH_PHOTOS.items():
         (root / "Photos" / folder).mkdir(parents=True)

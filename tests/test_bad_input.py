@@ -35,7 +35,8 @@ def test_missing_dataset_folder(tmp_path):
 
 def test_missing_sub_folder(bach, tmp_path):
     shutil.rmtree(bach / "Photos")
-    _fails("bach", bach, tmp_path, "Photos is missing; point --root at the BACH folder")
+    _fails("bach", bach, tmp_path, "is not a BACH folder and none was found below it; pass --root the "
+                                   "ICIAR2018_BACH_Challenge folder holding Photos/ and WSI/")
 
 
 def test_slide_openslide_cannot_open(bach, tmp_path):
@@ -48,14 +49,19 @@ def test_annotation_xml_that_does_not_parse(bach, tmp_path):
     _fails("bach", bach, tmp_path, "A03.xml does not parse as XML")
 
 
-def test_region_with_fewer_than_three_vertices(bach, tmp_path):
+def test_region_with_fewer_than_three_vertices_is_left_out_and_said(bach, tmp_path):
+    from segclass.data.shards import read_cache, read_manifest
+
     xml = bach / "WSI" / "A01.xml"
     text = xml.read_text()
     first = text.index("<Vertex ")
     second = text.index("<Vertex ", first + 1)
     end = text.index("</Vertices>", second)
-    xml.write_text(text[:second] + text[end:])  # keep one vertex of the first region
-    _fails("bach", bach, tmp_path, "A01.xml: region 1 .* has 1 vertices; a region needs at least 3")
+    xml.write_text(text[:second] + text[end:])  # keep one vertex of the first region (A01's benign box)
+    cache = build_cache("bach", bach, tmp_path / "cache", RAW)
+    notes = " ".join(read_manifest(cache)["report"]["notes"])
+    assert "1 regions with fewer than 3 vertices left out (A01.xml region 1 ('Benign', 1 vertices)" in notes
+    assert sorted(read_cache(cache).seg_labels.tolist()) == [1, 2, 2, 3, 3]  # A01's benign patch is gone
 
 
 def test_photo_csv_naming_a_missing_photo(bach, tmp_path):

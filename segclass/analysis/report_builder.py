@@ -12,7 +12,7 @@ import pandas as pd
 from segclass.analysis import confusion, curves, samples, tables
 from segclass.analysis.annotation_budget import annotation_budget
 from segclass.analysis.paper import paper_results, paper_table1
-from segclass.analysis.runs import init_labels, init_text, load_runs
+from segclass.analysis.runs import init_labels, init_text, load_runs, precision_text
 
 
 @dataclass
@@ -170,7 +170,7 @@ def _write_index(options, runs, runs_files, table_files, figure_files, sample_fi
              + (f", experiment `{options.experiment}`" if options.experiment else "")
              + (f", dataset `{options.dataset}`" if options.dataset else "") + ".", ""]
     if not runs.empty:
-        lines += [f"Encoder {init_text(init_labels(runs))}.", ""]
+        lines += [f"Encoder {init_text(init_labels(runs))}; {precision_text(runs)}.", ""]
     if comparison:
         lines += ["## Against the paper", ""] + [f"- {line}" for line in comparison] + [""]
     lines += ["## Tables", ""]

@@ -20,7 +20,7 @@ from segclass.schema import (FINAL_PREFIX, IDENTITY_TAG, IMAGENET_INIT, KEY_TAG,
                              check_run_is_current, identity_columns, iter_runs)
 
 RUN_COLUMNS = ["experiment", "run_id", "run_name", "study", "dataset", "mode", "x", "seed", "variant", "budget",
-               "identity", "settings", "sweep", "epochs", "init"]
+               "identity", "settings", "sweep", "epochs", "init", "precision"]
 #: Columns holding a run's MLflow params, one per param: `param_<name>`.
 PARAM_PREFIX = "param_"
 
@@ -65,6 +65,7 @@ def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | N
                       "budget": point.budget, "identity": tags[IDENTITY_TAG], "settings": tags[SETTINGS_TAG],
                       "sweep": tags.get(SWEEP_TAG, ""), "epochs": int(params.get("epochs", 0)),
                       "init": params.get("pretrained") or RANDOM_INIT,
+                      "precision": params.get("precision", "unrecorded"),
                       "end_time": run.info.end_time, "artifact_uri": run.info.artifact_uri}
             record.update({k[len(FINAL_PREFIX):]: v for k, v in run.data.metrics.items()
                            if k.startswith(FINAL_PREFIX)})
@@ -133,6 +134,16 @@ def init_text(labels: dict[str, str]) -> str:
     if len(set(labels.values())) == 1:
         return f"init: {next(iter(labels.values()))}"
     return "init: " + "; ".join(f"{dataset}: {label}" for dataset, label in sorted(labels.items()))
+
+
+def precision_text(runs: pd.DataFrame) -> str:
+    """`training precision fp32` (per dataset where they differ; "" without runs) for headers and captions."""
+    if runs.empty or "precision" not in runs:
+        return ""
+    labels = {dataset: " / ".join(sorted(set(frame["precision"]))) for dataset, frame in runs.groupby("dataset")}
+    if len(set(labels.values())) == 1:
+        return f"training precision {next(iter(labels.values()))}"
+    return "training precision " + "; ".join(f"{dataset}: {label}" for dataset, label in sorted(labels.items()))
 
 
 def artifact_path(artifact_uri: str, name: str) -> Path:

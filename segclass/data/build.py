@@ -7,10 +7,16 @@ and their stains are mapped to the training reference with the thumbnail's
 stain estimate. Evaluation during training then predicts exactly what
 predict does on the same file.
 
-A build is keyed by a fingerprint of the source files (paths, sizes, mtimes),
-the build parameters and the cache format. Rebuilding with the same inputs is
-a no-op; changing any of them rebuilds into a fresh folder that replaces the
-old one only when complete.
+Two fingerprints, for two jobs. The *source fingerprint* (the source files'
+relative paths, sizes and mtimes, the build parameters and the cache format)
+only decides whether a cache is current: rebuilding with the same inputs is a
+no-op; changing any of them rebuilds into a fresh folder that replaces the
+old one only when complete. The *data fingerprint*, a trial's data identity,
+is made from what was built: the shards' SHA-256 and the build parameters
+(`segclass.data.shards.data_fingerprint`). The build is deterministic and
+records no absolute paths in the shards, so a cache (or its sources) copied
+to shared storage keeps its identity, even where a copy's new mtimes make
+it rebuild, and one changed pixel changes it.
 """
 
 from __future__ import annotations
@@ -75,26 +81,33 @@ class BuildReport:
 Loader = Callable[[Path, BuildParams, BuildReport], DatasetArrays]
 
 
-#: Dataset name -> (module of segclass.data, its loader); imported on use: the readers are heavy imports.
+#: Dataset name -> (module of segclass.data, its loader, the function finding the dataset's folder below
+#: --root or None); imported on use: the readers are heavy imports.
 ADAPTERS = {
-    "synthetic": ("folder", "load_synthetic"),
-    "folder": ("folder", "load_folder_dataset"),
-    "bach": ("bach", "load_bach"),
-    "gleason2019": ("gleason", "load_gleason"),
-    "digestpath2019": ("digestpath", "load_digestpath"),
+    "synthetic": ("folder", "load_synthetic", None),
+    "folder": ("folder", "load_folder_dataset", None),
+    "bach": ("bach", "load_bach", "locate"),
+    "gleason2019": ("gleason", "load_gleason", "locate"),
+    "digestpath2019": ("digestpath", "load_digestpath", "locate"),
 }
 DATASET_NAMES = tuple(ADAPTERS)
 
 
-def _adapter(dataset: str) -> Loader:
+def _adapter_part(dataset: str, part: int) -> Callable | None:
     import importlib
 
-    module, function = ADAPTERS[dataset]
-    return getattr(importlib.import_module(f"segclass.data.{module}"), function)
+    name = ADAPTERS[dataset][part]
+    return getattr(importlib.import_module(f"segclass.data.{ADAPTERS[dataset][0]}"), name) if name else None
 
 
-def fingerprint(root: Path, params: BuildParams, dataset: str) -> str:
-    """Hash of the source files' paths, sizes and mtimes plus the build parameters."""
+def locate_source(dataset: str, root: Path) -> Path:
+    """The dataset's own folder: `root`, or the one below it that holds the dataset (a zip's top folder)."""
+    locate = _adapter_part(dataset, 2)
+    return locate(root) if locate else root
+
+
+def source_fingerprint(root: Path, params: BuildParams, dataset: str) -> str:
+    """Hash of the source files' relative paths, sizes and mtimes plus the build parameters (is a cache current?)."""
     digest = hashlib.sha256()
     digest.update(json.dumps([dataset, FORMAT_VERSION, segclass.__version__, params.to_dict()]).encode())
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -108,7 +121,7 @@ def cache_is_current(out_dir: Path, expected: str) -> bool:
         manifest = json.loads((out_dir / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return manifest.get("fingerprint") == expected and manifest.get("format_version") == FORMAT_VERSION
+    return manifest.get("source_fingerprint") == expected and manifest.get("format_version") == FORMAT_VERSION
 
 
 def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: BuildParams = BuildParams()) -> Path:
@@ -123,17 +136,19 @@ def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: Bui
             log.info("generating the synthetic H&E dataset into %s (once, about 20 s on 2 cores)", root)
             generate(root)
     if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist; pass --root with the {dataset} files")
-    expected = fingerprint(root, params, dataset)
+        raise DatasetError(f"dataset folder {root} does not exist; pass the {dataset} files' folder as --root "
+                           "(the sweep and segclass.train: --data-root)")
+    root = locate_source(dataset, root)
+    expected = source_fingerprint(root, params, dataset)
     if cache_is_current(out_dir, expected):
         log.info("cache %s is up to date", out_dir)
         return out_dir
     log.info("building the %s shard cache into %s (once per source and settings)", dataset, out_dir)
     started = time.perf_counter()
     report = BuildReport()
-    arrays = _adapter(dataset)(root, params, report)
+    arrays = _adapter_part(dataset, 1)(root, params, report)
     _check_classes(arrays, report)
-    arrays = prepare_images(arrays, params, report)
+    arrays = relative_sources(prepare_images(arrays, params, report), root)
     patches = len(arrays.seg_labels) + len(arrays.cls_labels)
     seconds = time.perf_counter() - started
     write_cache(arrays, out_dir, params.to_dict(), expected, extra={
@@ -145,6 +160,21 @@ def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: Bui
         log.warning("%s", note)
     log.info("built %s: %d patches in %.1fs into %s", dataset, patches, seconds, out_dir)
     return out_dir
+
+
+def relative_sources(arrays: DatasetArrays, root: Path) -> DatasetArrays:
+    """Evaluation images' source files relative to `root`: the shards then hold no absolute path, so a copy of
+    the sources elsewhere builds the same bytes (the data fingerprint)."""
+    def relative(item: EvalImage) -> EvalImage:
+        path = Path(item.source)
+        if not item.source or not path.is_absolute() and not path.exists():
+            return item
+        try:
+            return dataclasses.replace(item, source=path.resolve().relative_to(root.resolve()).as_posix())
+        except ValueError:  # outside root: keep as it was
+            return item
+
+    return dataclasses.replace(arrays, val=tuple(map(relative, arrays.val)), test=tuple(map(relative, arrays.test)))
 
 
 def preprocessing_record(params: BuildParams, report: BuildReport) -> dict[str, Any]:

@@ -119,10 +119,6 @@ def load_synthetic(root: Path, params, report) -> DatasetArrays:
 
 
 def _read_patch(path: Path, patch_size: int):
-    import numpy as np
+    from segclass.data.reading import read_rgb
 
-    try:
-        with Image.open(path) as image:
-            return resize_patch(np.asarray(image.convert("RGB")), patch_size)
-    except OSError as exc:
-        raise DatasetError(f"cannot read classification patch {path}: {exc}; remove or replace the file") from exc
+    return resize_patch(read_rgb(path, "classification patch"), patch_size)

@@ -5,7 +5,9 @@ is done once; every trial of a sweep then reads the same few files. Layout of
 a cache folder:
 
     manifest.json              dataset, class names, counts, build parameters,
-                               package version, source fingerprint, SHA-256 per file
+                               package version, SHA-256 per file, the source
+                               fingerprint (is the cache current?) and the data
+                               fingerprint (the content's identity, data_fingerprint)
     train-seg-00000.h5 ...     training patches of one kind, SHARD_ROWS rows each:
                                images (N,P,P,3) u1, masks (N,P,P) u1 (seg only),
                                labels (N,) i2, source (N,) str, coords (N,2) i4
@@ -40,7 +42,8 @@ from segclass.preprocess.foreground import Foreground
 
 #: 2: manifest records the preprocessing (stain reference) models need.
 #: 3: evaluation images carry predict's tissue mask and predict's stain mapping.
-FORMAT_VERSION = 3
+#: 4: sources relative to the dataset folder; a data fingerprint from the shards' content.
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 SHARD_ROWS = 1024
 #: Rows per HDF5 chunk: one patch, so a random batch decompresses only its own rows.
@@ -62,8 +65,21 @@ def sha256_of(path: Path, block: int = 1 << 20) -> str:
 # ---------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------
+def data_fingerprint(dataset: str, class_names: list[str], build_params: dict[str, Any],
+                     files: list[dict[str, Any]]) -> str:
+    """A cache's content identity: the shards' SHA-256 and the settings they were built with.
+
+    Paths, mtimes, the build date and the package version are not in it:
+    copying a cache (or rebuilding it from copied sources) keeps the identity
+    of every trial trained on it, and a changed pixel changes it.
+    """
+    content = sorted((entry["file"], entry["sha256"]) for entry in files)
+    record = [FORMAT_VERSION, dataset, list(class_names), build_params, content]
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
 def write_cache(arrays: DatasetArrays, out_dir: str | Path, build_params: dict[str, Any],
-                fingerprint: str, extra: dict[str, Any] | None = None) -> Path:
+                source_fingerprint: str, extra: dict[str, Any] | None = None) -> Path:
     """Write `arrays` as shards plus manifest into `out_dir`, atomically."""
     import h5py
 
@@ -111,7 +127,8 @@ def write_cache(arrays: DatasetArrays, out_dir: str | Path, build_params: dict[s
             "class_names": list(arrays.class_names),
             "counts": counts_of(arrays),
             "build_params": build_params,
-            "fingerprint": fingerprint,
+            "source_fingerprint": source_fingerprint,
+            "data_fingerprint": data_fingerprint(arrays.name, list(arrays.class_names), build_params, files),
             "segclass_version": segclass.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": files,

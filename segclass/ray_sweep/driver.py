@@ -15,6 +15,8 @@ py_modules), so a node needs only the dependencies.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ class SweepOptions:
     mlflow_uri: str | None = None
     results: str = "results"
     gpus_per_trial: float | None = None  # None: DEFAULT_GPUS_PER_TRIAL when the cluster has GPUs, else 0
+    precision: str = "auto"  # fp32 | bf16 | auto: bf16 when trials get a GPU share, else fp32 (part of each identity)
     cpus_per_trial: float = 1.0
     max_failures: int = 2
     checkpoint_every: int | None = None  # None: the preset's
@@ -116,6 +119,29 @@ def start_ray(options: SweepOptions) -> None:
                  num_cpus=options.num_cpus, num_gpus=options.num_gpus, log_to_driver=False, **quiet)
 
 
+def gpu_share(options: SweepOptions) -> float:
+    """The GPU share of a trial: `--gpus-per-trial`, else DEFAULT_GPUS_PER_TRIAL where there are GPUs, else 0.
+
+    Decided before any trial's identity (its precision follows from it). A
+    cluster is asked (joining it is cheap); a private Ray would see the GPUs
+    CUDA sees here, or `--num-gpus`.
+    """
+    if options.gpus_per_trial is not None:
+        return float(options.gpus_per_trial)
+    if options.address:
+        import ray
+
+        start_ray(options)
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    elif options.num_gpus is not None:
+        has_gpus = options.num_gpus > 0
+    else:
+        import torch
+
+        has_gpus = torch.cuda.is_available()
+    return DEFAULT_GPUS_PER_TRIAL if has_gpus else 0.0
+
+
 def _next_tune_name(folder: Storage) -> str:
     """`tune-<n>` for the n-th driver run of the sweep (under the driver lock, so never shared)."""
     used = [int(n.split("-")[1]) for n in folder.list() if n.startswith("tune-") and n.split("-")[1].isdigit()]
@@ -140,9 +166,15 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     weights = resolve_pretrained(options.pretrained or preset.pretrained)
     print(f"sweep {options.name}: encoder init {weights.name}", flush=True)
     cache = ensure_cache(preset.dataset, options.data_root)
-    fingerprint = read_manifest(cache)["fingerprint"]
+    fingerprint = read_manifest(cache)["data_fingerprint"]
+    gpus = gpu_share(options)  # resolved here: a trial's precision (from its GPU share) is part of its identity
+    options = dataclasses.replace(options, gpus_per_trial=gpus, precision=options.precision if options.precision
+                                  != "auto" else ("bf16" if gpus > 0 else "fp32"))
+    print(f"sweep {options.name}: trials train in {options.precision}, "
+          f"{options.gpus_per_trial:g} GPU and {options.cpus_per_trial:g} CPU each", flush=True)
     identities = {p.key: TrialIdentity.of(p, p.train_config(epochs=preset.epochs, batch_size=options.batch_size,
-                                                         validate_every=preset.validate_every)
+                                                         validate_every=preset.validate_every,
+                                                         precision=options.precision)
                                           .to_dict(), weights.sha256, fingerprint) for p in points}
     settings = next(iter(identities.values())).settings_dict
 
@@ -207,8 +239,9 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
 
     start_ray(options)
     gpus = options.gpus_per_trial
-    if gpus is None:
-        gpus = DEFAULT_GPUS_PER_TRIAL if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    if gpus > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
+        raise ConfigError(f"trials ask for {gpus:g} GPU each, but the Ray cluster has no GPU; pass "
+                          "--gpus-per-trial 0 (and --precision fp32 or auto)")
     data = read_cache(cache)
     batches = {p.key: batches_per_epoch(p.train_config(epochs=options.preset.epochs, batch_size=options.batch_size),
                                         data) for p in todo}  # what each trial's epoch costs, for the time estimate
@@ -222,7 +255,7 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
               "validate_every": options.preset.validate_every, "pretrained_sha256": weights.sha256,
               "pretrained_name": pretrained_name,
               "checkpoint_every": checkpoint_every, "threads": max(1, int(options.cpus_per_trial)),
-              "data_fingerprint": fingerprint, "sweep_storage": sweep_folder.uri}
+              "data_fingerprint": fingerprint, "sweep_storage": sweep_folder.uri, "precision": options.precision}
     params = {"sweep": options.name, "preset": options.preset.name, "pretrained": weights.name}
     callback = MlflowCallback(writer, identities, params)
     name = _next_tune_name(sweep_folder)

@@ -58,7 +58,8 @@ def run_trial(config: dict[str, Any], data: Any = None, identities: dict[str, st
     store = Storage(config["sweep_storage"]).child("trials", digest)
     train_config = point.train_config(epochs=epochs, batch_size=int(config["batch_size"]),
                                       validate_every=int(config.get("validate_every", 1)),
-                                      pretrained=config.get("pretrained_name") or None)
+                                      pretrained=config.get("pretrained_name") or None,
+                                      precision=config.get("precision", "auto"))
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     node = ray.get_runtime_context().get_node_id()
