@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,8 +90,9 @@ def test_smoke_sweep_rerun_growth_and_identity(tmp_path, tiny_root):
     for run in runs:
         params = run.data.params
         assert {"dataset", "mode", "seg_percent", "seed", "variant", "budget", "epochs", "batch_size", "lr",
-                "augment", "pretrained", "pretrained_sha256", "data_fingerprint", "result_version"} <= set(params)
-        assert params["epochs"] == "1"
+                "augment", "pretrained", "pretrained_sha256", "data_fingerprint", "result_version",
+                "precision"} <= set(params)
+        assert params["epochs"] == "1" and params["precision"] == "fp32"
         assert {"final_test_macro_f1", "final_test_paper_micro_f1", "final_test_pixel_accuracy",
                 "final_test_f1_invasive", "val_macro_f1", "train_loss"} <= set(run.data.metrics)
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1]
@@ -125,6 +127,15 @@ def test_smoke_sweep_rerun_growth_and_identity(tmp_path, tiny_root):
 
     again = _sweep(tmp_path, tiny_root)
     assert f"{len(planned)} already finished (skipped), 0 to run" in again
+    assert len(_runs(tmp_path)[1]) == len(planned)
+    # identities are the data's content: the cache copied to another folder, or the sources copied (new
+    # paths and mtimes, so the cache is rebuilt), and every finished trial is still skipped
+    shutil.copytree(os.environ["SEGCLASS_DATA_CACHE"], tmp_path / "moved_cache")  # where the sweep built it
+    copied_root = shutil.copytree(tiny_root, tmp_path / "shared" / "tiny", copy_function=shutil.copy)
+    for root, cache in ((tiny_root, "moved_cache"), (copied_root, "fresh_cache")):
+        moved = _sweep(tmp_path, root, env={"SEGCLASS_DATA_CACHE": str(tmp_path / cache)})
+        assert f"{len(planned)} already finished (skipped), 0 to run" in moved, moved[-2000:]
+    assert (tmp_path / "fresh_cache" / "synthetic").is_dir()  # the copied sources were built anew
     assert len(_runs(tmp_path)[1]) == len(planned)
 
     refused = _sweep(tmp_path, tiny_root, "--seeds", "1", "2", expect=2)

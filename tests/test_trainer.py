@@ -144,6 +144,7 @@ def test_report_contents_and_model_reload(tiny_data, tmp_path):
                 "test_best_macro_f1", "holdout_cls_accuracy", "holdout_cls_confusion_matrix", "images_per_second"):
         assert key in report
     assert report["study"] == "classification"
+    assert report["precision"] == "fp32"  # `auto` on the CPU
     assert report["best_epoch"] == 1 and report["test_best_macro_f1"] == report["test_macro_f1"]  # one pass, reused
     assert report["test_best_confusion_matrix"] == report["test_confusion_matrix"]
     assert np.sum(report["holdout_cls_confusion_matrix"]) == len(tiny_data.cls_labels) - len(tiny_data.cls_labels) // 2

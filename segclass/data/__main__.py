@@ -1,6 +1,6 @@
 """Build, inspect and verify shard caches.
 
-    python -m segclass.data build DATASET --root PATH [--out data_cache/DATASET/shards]
+    python -m segclass.data build DATASET --root PATH [--out data_cache/DATASET/shards]   (builds, prints, verifies)
     python -m segclass.data info PATH
     python -m segclass.data verify PATH
 """
@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from segclass.errors import SegclassError
+from segclass.errors import ConfigError, SegclassError
 from segclass.cli_help import HelpFormatter
 
 
@@ -28,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=HelpFormatter)
     build.add_argument("dataset", choices=DATASET_NAMES, help="which adapter reads --root")
     build.add_argument("--root", default=None,
-                       help="the dataset's files in their distributed layout (synthetic: generated here if missing; "
-                            "default data_cache/synthetic/source)")
+                       help="the dataset's folder as unzipped (bach: ICIAR2018_BACH_Challenge/, digestpath2019: "
+                            "Colonoscopy_tissue_segment_dataset/, gleason2019: the folder holding 'Train Imgs/' and "
+                            "Maps1_T/; a folder above it is found; docs/data.md); synthetic: generated here if "
+                            "missing, default data_cache/synthetic/source")
     build.add_argument("--out", default=None, help="cache folder (default data_cache/DATASET/shards)")
     build.add_argument("--patch-size", type=int, default=defaults.patch_size, help="patch side in pixels")
     build.add_argument("--magnification", type=float, default=defaults.magnification,
@@ -68,7 +70,11 @@ def _build(args: argparse.Namespace) -> int:
 
     class_map = ()
     if args.class_map:
-        class_map = tuple(sorted((int(k), int(v)) for k, v in json.loads(Path(args.class_map).read_text()).items()))
+        try:
+            class_map = tuple(sorted((int(k), int(v)) for k, v in json.loads(Path(args.class_map).read_text()).items()))
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"--class-map {args.class_map}: {exc}; give a JSON file mapping each map value to a "
+                              'class id, e.g. {"0": 0, "1": 1, "6": 1, "3": 2, "4": 3, "5": 4}') from exc
     params = BuildParams(
         patch_size=args.patch_size, magnification=args.magnification, min_foreground=args.min_foreground,
         stain_normalize=not args.no_stain_normalization, resize_long_side=args.resize_long_side,
@@ -77,7 +83,8 @@ def _build(args: argparse.Namespace) -> int:
     )
     out = ensure_cache(args.dataset, args.root, args.out, params)
     print(out)
-    return _info(out)
+    _info(out)
+    return _verify(out)
 
 
 def _info(path: str | Path) -> int:
@@ -87,7 +94,8 @@ def _info(path: str | Path) -> int:
     counts = manifest["counts"]
     names = manifest["class_names"]
     width = max(len(n) for n in names + ["class"])
-    print(f"dataset {manifest['dataset']}  (segclass {manifest['segclass_version']}, built {manifest['created']})")
+    print(f"dataset {manifest['dataset']}  (segclass {manifest['segclass_version']}, built {manifest['created']}, "
+          f"data fingerprint {manifest['data_fingerprint'][:12]})")
     print(f"{'class':{width}}  {'seg patches':>11}  {'cls patches':>11}  {'val pixels':>11}  {'test pixels':>11}")
     for name in names:
         print(f"{name:{width}}  {counts['train']['seg'][name]:>11}  {counts['train']['cls'][name]:>11}  "
