@@ -302,7 +302,7 @@ def test_the_init_is_named_in_the_index_captions_and_figures(report_dir, tmp_pat
     from segclass.analysis.tables import SEG_METRICS, summarize
 
     random_init = "init: random (not the paper's ImageNet)"
-    assert f"Encoder {random_init}." in (report_dir / "index.md").read_text()
+    assert f"Encoder {random_init}; training precision " in (report_dir / "index.md").read_text()
     for table in ("table_d5_segmentation.md", "table_d4_classification_all.md", "table1_confusion.md"):
         assert random_init in (report_dir / "tables" / table).read_text(), table
     runs = pd.DataFrame([{"dataset": "d", "variant": "paper", "budget": "paper", "mode": m, "x": s * 100,
