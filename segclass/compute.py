@@ -12,8 +12,7 @@ from typing import Iterator
 
 import torch
 
-#: `auto`: bf16 autocast on CUDA (tensor cores), float32 elsewhere; `fp32`, `bf16`: that, on any device.
-PRECISIONS = ("auto", "fp32", "bf16")
+from segclass.config import PRECISIONS
 #: The precision a trial trains and evaluates in, set by `precision_scope` around it (None: `auto`).
 _PRECISION: ContextVar[str | None] = ContextVar("segclass_precision", default=None)
 

@@ -24,6 +24,9 @@ MODES = SEGMENTATION_MODES + CLASSIFICATION_MODES
 #: low-res logits (the patch's predicted class shares), no parameters.
 VARIANTS = ("paper", "released-code", "mean-softmax")
 
+#: `auto`: bf16 autocast on CUDA, float32 elsewhere; `fp32`, `bf16`: that, on any device (segclass.compute).
+PRECISIONS = ("auto", "fp32", "bf16")
+
 #: `paper`: an epoch is one pass over the trial's own patches (as published).
 #: `equal`: every trial of a dataset runs the same number of iterations per epoch.
 BUDGETS = ("paper", "equal")
@@ -74,7 +77,7 @@ class TrainConfig:
         _check_choice("mode", self.mode, MODES)
         _check_choice("variant", self.variant, VARIANTS)
         _check_choice("budget", self.budget, BUDGETS)
-        _check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
+        _check_choice("precision", self.precision, PRECISIONS)
         for name in ("seg_fraction", "cls_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -217,8 +217,9 @@ def read_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
                 )
             mask = image if image.size == size else image.resize(size, Image.NEAREST)
             return np.asarray(mask).astype(np.uint8)
-    except OSError as exc:
-        raise SlideError(f"cannot read mask {path}: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise SlideError(f"cannot read mask {path} ({exc}): truncated or not an image; download or export it "
+                         "again") from exc
 
 
 def write_pyramidal_tiff(path: Path, image: np.ndarray, mpp: float | None, tile: int = 256) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segclass.config import TrainConfig
+from segclass.errors import ConfigError
 
 #: Separate random streams so segmentation and classification orders are independent.
 _SEG_STREAM, _CLS_STREAM, _HOLDOUT_STREAM = 0, 1, 2
@@ -82,29 +83,52 @@ def holdout_split(cls_labels: np.ndarray, cls_sources: np.ndarray | None, seg_so
 
     Source images are put in a seeded order stratified by each image's
     majority class, and taken until the held-out patches come closest to
-    ceil(N / 2). When every patch is its own image (BACH's photos) this is
-    the patch-level stratified half. Segmentation patches cut from a
-    held-out image leave the training pool too.
+    ceil(N / 2). When every patch is its own image (BACH's photos; also a
+    cache without sources) this is the patch-level stratified half. Then a
+    class found on one side only moves over with its smallest image, where
+    another image of it stays behind. Segmentation patches cut from a
+    held-out image leave the training pool too. Fewer than two source
+    images cannot be split this way: a ConfigError says so.
     """
     cls_labels = np.asarray(cls_labels)
     total = len(cls_labels)
     target = total - total // 2
-    sources = np.asarray(cls_sources if cls_sources is not None else np.arange(total)).astype(str)
+    named = cls_sources is not None and len(cls_sources) == total and all(str(s) for s in cls_sources)
+    sources = np.asarray(cls_sources if named else np.arange(total)).astype(str)
     names, inverse, sizes = np.unique(sources, return_inverse=True, return_counts=True)
     if len(names) == total:  # one patch per image: the patch-level stratified half
         order = stratified_order(cls_labels, seed, _HOLDOUT_STREAM)
         held = np.zeros(total, bool)
         held[order[:target]] = True
     else:
+        if len(names) < 2:
+            raise ConfigError(f"the classification study holds out whole source images, but all {total} "
+                              f"classification patches come from one image ({names[0]}); build the dataset with "
+                              "more training images")
         group_order = stratified_order(_group_majority(cls_labels, inverse, len(names)), seed, _HOLDOUT_STREAM)
         reached = np.cumsum(sizes[group_order])
         cut = int(np.argmin(np.abs(reached - target))) + 1  # groups held out
-        cut = min(max(cut, 1), max(len(names) - 1, 1))  # both sides keep an image where there are two
-        held = np.isin(inverse, group_order[:cut])
-    held_sources = frozenset(np.unique(sources[held]).tolist())
+        cut = min(max(cut, 1), len(names) - 1)  # both sides keep an image
+        held_groups = np.zeros(len(names), bool)
+        held_groups[group_order[:cut]] = True
+        _cover_classes(cls_labels, inverse, sizes, held_groups)
+        held = held_groups[inverse]
+    held_sources = frozenset(np.unique(sources[held]).tolist()) if named else frozenset()
     seg_names = np.asarray(seg_sources if seg_sources is not None else np.full(seg_total, ""), dtype=str)
     seg_pool = np.flatnonzero(~np.isin(seg_names, list(held_sources))) if held_sources else np.arange(seg_total)
     return Holdout(np.flatnonzero(held), np.flatnonzero(~held), seg_pool, held_sources)
+
+
+def _cover_classes(labels: np.ndarray, inverse: np.ndarray, sizes: np.ndarray, held: np.ndarray) -> None:
+    """Move images across (in place) so each class with images on both sides to spare is on both sides."""
+    for label in np.unique(labels):
+        images = np.unique(inverse[labels == label])  # the images holding this class
+        for side in (True, False):
+            here = images[held[images] == side]
+            if len(here) == 0 and len(images) >= 2:  # all on the other side: move its smallest image over
+                donor = images[np.argmin(sizes[images])]
+                if np.count_nonzero(held == held[donor]) > 1:  # the donor's side keeps an image
+                    held[donor] = side
 
 
 def patch_fractions(mode: str, seg_fraction: float, cls_fraction: float) -> tuple[float, float]:

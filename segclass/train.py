@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from segclass.config import BUDGETS, MODES, VARIANTS, TrainConfig
+from segclass.config import BUDGETS, MODES, PRECISIONS, VARIANTS, TrainConfig
 from segclass.errors import SegclassError
 from segclass.cli_help import HelpFormatter
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", default=None,
                         help="folder for the per-epoch checkpoint; an existing checkpoint there is resumed")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="arithmetic of training and evaluation: bf16 autocast or float32; 'auto' = bf16 on CUDA, "
                              "fp32 elsewhere (the report's 'precision' says which ran)")
     parser.add_argument("--metrics-out", default=None, help="also write the final metrics JSON to this file")

@@ -276,6 +276,7 @@ def train(
     """
     target = pick_device(device)
     precision = resolve_precision(config.precision, target)
+    config = config.replace(precision=precision)  # checkpoints hold what ran: a resume elsewhere cannot switch
     with precision_scope(precision):
         report = _train(config, data, run_dir, on_epoch, target, checkpoint_every=checkpoint_every,
                         pretrained_state=pretrained_state, on_resume=on_resume,
@@ -314,7 +315,7 @@ def _train(
         "trial %s mode=%s s=%g c=%g seed=%d variant=%s budget=%s init=%s: %d seg + %d cls patches, "
         "%d iterations/epoch on %s in %s", data.name, config.mode, config.seg_fraction, config.cls_fraction,
         config.seed, config.variant, config.budget, pretrained_name(config.pretrained), len(trial.seg),
-        len(trial.cls), iterations, target, resolve_precision(config.precision, target),
+        len(trial.cls), iterations, target, config.precision,
     )
 
     # resume ------------------------------------------------------------------
@@ -420,7 +421,7 @@ def _remove_stale_best(folder: Path, keep: int) -> None:
 
 
 def _check_same_trial(state: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    stored = state.get("config", {})
+    stored = {"precision": config.precision, **state.get("config", {})}  # before precision was recorded: as now
     current = config.to_dict()
     differing = sorted(k for k in current if k not in _RESUMABLE_CHANGES and stored.get(k) != current[k])
     if differing:

@@ -25,7 +25,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from segclass.cli_help import counted  # noqa: E402
-from segclass.config import BUDGETS, MODES, VARIANTS  # noqa: E402
+from segclass.config import BUDGETS, MODES, PRECISIONS, VARIANTS  # noqa: E402
 from segclass.grid import PRESETS, STUDIES, get_preset, narrow  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-trial", type=float, default=None,
                         help="GPU share of one trial, e.g. 0.25 packs 4 trials per GPU; default 0.125 (8 per GPU, "
                              "the fastest packing measured on an H200) when the cluster has GPUs, else 0 (CPU)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="arithmetic trials train and evaluate in: bf16 autocast or float32; 'auto' = bf16 when "
                              "trials get a GPU share, else fp32. Part of every trial's identity and MLflow params")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores reserved per trial (default: 1)")

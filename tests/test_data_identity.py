@@ -85,3 +85,32 @@ def test_precision_is_resolved_and_applied():
         assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainConfig(precision="fp16")
+
+
+def test_held_out_images_leave_every_class_on_both_sides():
+    # class 2 lives in two small images only; a majority-class order alone could hold both out
+    labels = np.array([0] * 10 + [1] * 10 + [0] * 10 + [1] * 10 + [2] * 2 + [2] * 2)
+    sources = np.array(["a"] * 10 + ["b"] * 10 + ["c"] * 10 + ["d"] * 10 + ["e"] * 2 + ["f"] * 2)
+    for seed in range(8):
+        split = holdout_split(labels, sources, None, 0, seed)
+        for side in (split.cls_holdout, split.cls_pool):
+            assert set(labels[side]) == {0, 1, 2}, seed
+
+
+def test_one_source_image_cannot_be_held_out_by_image():
+    from segclass.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="all 4 classification patches come from one image"):
+        holdout_split(np.array([0, 1, 0, 1]), np.array(["core1"] * 4), None, 0, 0)
+    blank = holdout_split(np.array([0, 1, 0, 1]), np.array([""] * 4), np.array(["x", "y"]), 2, 0)
+    assert len(blank.cls_holdout) == 2 and len(blank.seg_pool) == 2  # no sources recorded: one image per patch
+
+
+def test_palette_label_map_reads_as_its_indices(tmp_path):
+    from segclass.data.reading import read_label_values
+
+    values = np.array([[0, 1], [3, 6]], np.uint8)
+    image = Image.fromarray(values, mode="L").convert("P")
+    image.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9] + [0] * (768 - 21))
+    image.save(tmp_path / "map.png")
+    assert np.array_equal(read_label_values(tmp_path / "map.png"), values)

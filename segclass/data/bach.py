@@ -237,7 +237,7 @@ def load_bach(root: Path, params, report) -> DatasetArrays:
     loaded = {name: read_slide_with_mask(path, params, labels, skipped)
               for name, path in tqdm(slides.items(), desc="BACH slides", unit="slide", leave=False, disable=None)}
     log.info("%s", _label_note(labels, skipped))
-    unknown = sorted(text for text in labels if region_label(text) == 0)
+    unknown = sorted(text for text in labels if region_label(text) == 0 and "normal" not in text.lower())
     if unknown or skipped:
         report.notes.append(_label_note(labels, skipped))
     train = [loaded[name] for name in params.train_slides]

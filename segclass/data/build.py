@@ -165,14 +165,13 @@ def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: Bui
 def relative_sources(arrays: DatasetArrays, root: Path) -> DatasetArrays:
     """Evaluation images' source files relative to `root`: the shards then hold no absolute path, so a copy of
     the sources elsewhere builds the same bytes (the data fingerprint)."""
-    def relative(item: EvalImage) -> EvalImage:
-        path = Path(item.source)
-        if not item.source or not path.is_absolute() and not path.exists():
+    import os
+
+    def relative(item: EvalImage) -> EvalImage:  # links are not followed: where they point is not content
+        if not item.source:
             return item
-        try:
-            return dataclasses.replace(item, source=path.resolve().relative_to(root.resolve()).as_posix())
-        except ValueError:  # outside root: keep as it was
-            return item
+        source = os.path.relpath(Path(item.source).absolute(), root.absolute())
+        return dataclasses.replace(item, source=Path(source).as_posix())
 
     return dataclasses.replace(arrays, val=tuple(map(relative, arrays.val)), test=tuple(map(relative, arrays.test)))
 

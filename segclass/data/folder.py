@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
 from segclass.data.arrays import DatasetArrays, EvalImage
@@ -57,9 +56,10 @@ def image_mask_pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def load_eval_image(image_path: Path, mask_path: Path, num_classes: int, magnification: float) -> EvalImage:
+    from segclass.data.reading import image_size
+
     image = read_image(image_path, magnification)
-    with Image.open(mask_path) as probe:
-        mask_size = probe.size
+    mask_size = image_size(mask_path, "mask")
     width0, height0 = image.level0_size
     if mask_size != (width0, height0) and mask_size != (image.rgb.shape[1], image.rgb.shape[0]):
         raise DatasetError(

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 CLASS_NAMES = ("background", "benign", "gleason3", "gleason4", "gleason5")
 DEFAULT_CLASS_MAP = ((0, 0), (1, 1), (6, 1), (3, 2), (4, 3), (5, 4))
 #: The training images' folder as "Train Imgs.zip" unpacks, and as users rename it.
-IMAGE_FOLDERS = ("Train Imgs", "Train_imgs", "Train imgs", "Train_Imgs", "train")
+IMAGE_FOLDERS = ("Train Imgs", "Train_imgs", "Train imgs", "Train_Imgs")
 MAP_SUFFIX = "_classimg_nonconvex"
 _CORE = re.compile(r"slide0*(\d+)_core0*(\d+)", re.IGNORECASE)
 

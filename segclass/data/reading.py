@@ -34,8 +34,7 @@ def _open_decoded(path: Path, what: str) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            return image.copy() if image.mode != "P" else image.convert("RGBA" if "transparency" in image.info
-                                                                       else "RGB")
+            return image.copy()
     except _DECODE_ERRORS as exc:
         reason = "is truncated" if "truncated" in str(exc).lower() else "cannot be decoded"
         raise DatasetError(f"{what} {path} {reason} ({exc}); a partial download or unzip leaves such files: "
@@ -47,8 +46,11 @@ def read_rgb(path: str | Path, what: str = "image") -> np.ndarray:
     path = Path(path)
     image = _open_decoded(path, what)
     if image.mode not in _COLOUR_MODES:
-        raise DatasetError(f"{what} {path} has 1 channel (mode {image.mode}) but an H&E image has 3 (RGB); "
-                           "is it a mask or a greyscale export? Put the colour image there")
+        bands = len(image.getbands())
+        raise DatasetError(f"{what} {path} has {bands} channel{'s' if bands > 1 else ''} (mode {image.mode}) but "
+                           "an H&E image has 3 (RGB); is it a mask or a greyscale export? Put the colour image there")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "PA"):
         flat = Image.new("RGB", image.size, (255, 255, 255))
         flat.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
@@ -61,10 +63,13 @@ def read_label_values(path: str | Path, what: str = "label map") -> np.ndarray:
 
     A colour file whose channels are all equal (a grey map saved as RGB) is
     read as its one channel; a colour file whose channels differ is an error
-    that says so, rather than a shape mismatch further on.
+    that says so, rather than a shape mismatch further on. A palette image's
+    values are its indices.
     """
     path = Path(path)
     image = _open_decoded(path, what)
+    if image.mode == "PA":
+        image = image.convert("P")
     values = np.asarray(image)
     if values.ndim == 3:
         channels = values.shape[2]
@@ -90,4 +95,18 @@ def read_binary_mask(path: str | Path, threshold: int = 127, what: str = "mask")
     """
     path = Path(path)
     image = _open_decoded(path, what)
+    if image.mode == "P":
+        image = image.convert("RGB")
     return (np.asarray(image.convert("L")) > threshold).astype(np.uint8)
+
+
+def image_size(path: str | Path, what: str = "image") -> tuple[int, int]:
+    """(width, height) from the file's header, or a DatasetError naming the file (an unrecognised format)."""
+    path = Path(path)
+    allow_large_images()
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except _DECODE_ERRORS as exc:
+        raise DatasetError(f"{what} {path} cannot be opened as an image ({exc}); download (or export) it "
+                           "again") from exc

@@ -82,8 +82,9 @@ def window_logits(model: torch.nn.Module, windows: np.ndarray | torch.Tensor,
     """N x C x P x P float32 mask logits, on `device`, of N x P x P x 3 uint8 windows.
 
     The uint8 windows are on the device before the float conversion: a quarter
-    of the bytes to copy. On CUDA the network runs in bf16 autocast, as in
-    training (`segclass.compute`).
+    of the bytes to copy. The network runs in the precision in force
+    (`segclass.compute`): a trial's own evaluation in the trial's; elsewhere
+    `auto`, bf16 autocast on CUDA.
     """
     windows = torch.from_numpy(windows) if isinstance(windows, np.ndarray) else windows
     with autocast(device):

@@ -123,8 +123,9 @@ def gpu_share(options: SweepOptions) -> float:
     """The GPU share of a trial: `--gpus-per-trial`, else DEFAULT_GPUS_PER_TRIAL where there are GPUs, else 0.
 
     Decided before any trial's identity (its precision follows from it). A
-    cluster is asked (joining it is cheap); a private Ray would see the GPUs
-    CUDA sees here, or `--num-gpus`.
+    cluster is asked (joining it is cheap); for a private Ray, `--num-gpus` or
+    whether CUDA sees a GPU here (if Ray then finds none, the sweep stops
+    with a line before any trial).
     """
     if options.gpus_per_trial is not None:
         return float(options.gpus_per_trial)
