@@ -35,6 +35,8 @@ def test_missing_dataset_folder(tmp_path):
 
 def test_missing_sub_folder(bach, tmp_path):
     shutil.rmtree(bach / "Photos")
+    _fails("bach", bach, tmp_path, "has no Photos/ folder; BACH needs both Photos/ .* and WSI/")
+    shutil.rmtree(bach / "WSI")  # neither: not a BACH folder, and none below
     _fails("bach", bach, tmp_path, "is not a BACH folder and none was found below it; pass --root the "
                                    "ICIAR2018_BACH_Challenge folder holding Photos/ and WSI/")
 

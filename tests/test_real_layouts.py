@@ -88,6 +88,11 @@ def test_bach_split_naming_an_unannotated_slide(bach_zip, tmp_path, capsys):
     assert code == 2 and "01.svs named in the split has no annotation" in err and "--train-slides" in err
 
 
+def test_bach_slide_in_two_splits_is_refused(bach_zip, tmp_path):
+    with pytest.raises(DatasetError, match="slides A01 are named in more than one split"):
+        build_cache("bach", bach_zip, tmp_path / "cache", BuildParams(val_slides=("A01",), stain_normalize=False))
+
+
 def test_bach_truncated_photo(bach_zip, tmp_path, capsys):
     root = shutil.copytree(bach_zip / "ICIAR2018_BACH_Challenge", tmp_path / "BACH")
     _truncate(root / "Photos" / "Benign" / "b000.tif")
@@ -249,3 +254,9 @@ def test_greyscale_image_is_said_to_have_one_channel(tmp_path, capsys):
     path = root / "tissue-train-neg" / f"{DIGEST_NEGATIVE[0]}.jpg"
     Image.open(path).convert("L").save(path)
     _one_line_error("digestpath2019", root, tmp_path, capsys, path.name, "has 1 channel")
+
+
+def test_gleason_class_map_with_an_id_out_of_range_names_the_flag(tmp_path):
+    params = BuildParams(stain_normalize=False, class_map=((0, 0), (1, 9), (3, 2), (4, 3), (5, 4), (6, 1)))
+    with pytest.raises(DatasetError, match=r"--class-map maps values to class ids \[9\]; the ids are 0-4"):
+        build_cache("gleason2019", _gleason(tmp_path), tmp_path / "cache", params)

@@ -185,6 +185,11 @@ def looks_like_bach(folder: Path) -> bool:
 
 
 def locate(root: Path) -> Path:
+    halves = {name: (root / name).is_dir() for name in ("Photos", "WSI")}
+    if any(halves.values()) and not all(halves.values()):  # one part of the archive only (Part A without B)
+        missing = next(name for name, there in halves.items() if not there)
+        raise DatasetError(f"{root} has no {missing}/ folder; BACH needs both Photos/ (Part A) and WSI/ (Part B): "
+                           "unzip the whole ICIAR2018_BACH_Challenge.zip there")
     return locate_dataset(root, looks_like_bach, "BACH",
                           "the ICIAR2018_BACH_Challenge folder holding Photos/ and WSI/ (with A01.xml ...)")
 
@@ -231,6 +236,10 @@ def load_bach(root: Path, params, report) -> DatasetArrays:
     photos = find_folder(root, ("Photos",), (".csv",))
     wsi = find_folder(root, ("WSI",), (".svs",))
     named = params.train_slides + params.val_slides + params.test_slides
+    twice = sorted({name for name in named if named.count(name) > 1})
+    if twice:
+        raise DatasetError(f"slides {', '.join(twice)} are named in more than one split (or twice in one); a slide "
+                           "belongs to one of --train-slides/--val-slides/--test-slides")
     slides = annotated_slides(wsi, named)
     labels: Counter = Counter()
     skipped: list[str] = []

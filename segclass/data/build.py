@@ -136,7 +136,8 @@ def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: Bui
             log.info("generating the synthetic H&E dataset into %s (once, about 20 s on 2 cores)", root)
             generate(root)
     if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist; pass the {dataset} files' folder as --root "
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"dataset folder {root} {what}; pass the {dataset} files' folder as --root "
                            "(the sweep and segclass.train: --data-root)")
     root = locate_source(dataset, root)
     expected = source_fingerprint(root, params, dataset)

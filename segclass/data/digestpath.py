@@ -58,14 +58,15 @@ def load_digestpath(root: Path, params, report) -> DatasetArrays:
     negative = find_folder(root, (NEGATIVE,), (".jpg",))
     pos_images = image_files(positive)
     if negative is None:
+        log.warning("DigestPath2019: no %s/ in %s", NEGATIVE, root)
         note = (f"DigestPath2019: no {NEGATIVE}/ beside {positive.name}/ in {root}: built without the negative "
                 f"(all-benign) images the paper uses; unzip {NEGATIVE}.zip into {root} and build again")
         report.notes.append(note)
         neg_images = []
     else:
         neg_images = image_files(negative)
-    log.info("DigestPath2019: %d positive images in %s, %d negative in %s", len(pos_images), positive,
-             len(neg_images), negative)
+    log.info("DigestPath2019: %d positive images in %s, %d negative%s", len(pos_images), positive,
+             len(neg_images), f" in {negative}" if negative else "")
     items = []
     for path in tqdm(pos_images + neg_images, desc="DigestPath images", unit="image", leave=False, disable=None):
         rgb = read_rgb(path, "DigestPath2019 image")

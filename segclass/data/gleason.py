@@ -109,6 +109,10 @@ def load_gleason(root: Path, params, report) -> DatasetArrays:
     if test is not None:
         log.info("Gleason2019: %s holds the challenge's test cores, which have no public maps; not used", test)
     table = dict(params.class_map or DEFAULT_CLASS_MAP)
+    wrong = sorted({class_id for class_id in table.values() if not 0 <= class_id < len(CLASS_NAMES)})
+    if wrong:
+        raise DatasetError(f"--class-map maps values to class ids {wrong}; the ids are 0-{len(CLASS_NAMES) - 1} "
+                           f"({', '.join(CLASS_NAMES)})")
     items, skipped = [], []
     for image_path in tqdm(image_paths, desc="Gleason cores", unit="core", leave=False, disable=None):
         map_path = maps.get(core_key(image_path.stem))

@@ -31,15 +31,18 @@ def default_cache(dataset: str, source: Path) -> Path:
 
 def ensure_cache(dataset: str, root: str | Path | None = None, out: str | Path | None = None, params=None) -> Path:
     """Build the dataset's shards if missing or stale; return the cache folder."""
-    from segclass.data.build import DATASET_NAMES, BuildParams, build_cache
+    from segclass.data.build import DATASET_NAMES, BuildParams, build_cache, locate_source
 
     if dataset not in DATASET_NAMES:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
     if root is None:
         if dataset != "synthetic":
-            raise ConfigError(f"dataset {dataset!r} needs --data-root pointing at its files")
+            raise ConfigError(f"dataset {dataset!r} needs its folder: --root in `python -m segclass.data build`, "
+                              "--data-root in the sweep and segclass.train (docs/data.md)")
         root = default_source(dataset)
     root = Path(root)
+    if root.is_dir():  # the dataset's own folder names the cache, however far above it --root pointed
+        root = locate_source(dataset, root)
     out = Path(out) if out else default_cache(dataset, root)
     return build_cache(dataset, root, out, params or BuildParams())
 
