@@ -31,6 +31,7 @@ def test_trainer_test_metrics_equal_predict_metrics_on_the_source_file(tiny_trai
     assert code == 0, capsys.readouterr().err
     predicted = json.loads((tmp_path / f"{item.name}.json").read_text())
     assert predicted["stain_normalization"].startswith("macenko")
+    assert predicted["precision"] == report["precision"] == "fp32"  # predicted in the trial's precision
 
     from_trainer = {key[len("test_"):]: value for key, value in report.items()
                     if key.startswith("test_") and not key.startswith("test_best_")}

@@ -260,3 +260,16 @@ def test_gleason_class_map_with_an_id_out_of_range_names_the_flag(tmp_path):
     params = BuildParams(stain_normalize=False, class_map=((0, 0), (1, 9), (3, 2), (4, 3), (5, 4), (6, 1)))
     with pytest.raises(DatasetError, match=r"--class-map maps values to class ids \[9\]; the ids are 0-4"):
         build_cache("gleason2019", _gleason(tmp_path), tmp_path / "cache", params)
+
+
+def test_bach_csv_case_and_contradictions(bach_zip, tmp_path, caplog):
+    root = shutil.copytree(bach_zip / "ICIAR2018_BACH_Challenge", tmp_path / "BACH")
+    (root / "Photos" / "Normal" / "n000.tif").rename(root / "Photos" / "Normal" / "n000.TIF")
+    csv = root / "Photos" / "microscopy_ground_truth.csv"
+    csv.write_text(csv.read_text().replace("b000.tif,Benign", "b000.tif,Invasive"))
+    caplog.set_level(logging.INFO)
+    data = read_cache(build_cache("bach", root, tmp_path / "cache", RAW))
+    assert "1 photos are in a class folder other than their class in microscopy_ground_truth.csv" in caplog.text
+    counts = list(BACH_PHOTOS.values())
+    counts[1], counts[3] = counts[1] - 1, counts[3] + 1  # b000 counted as invasive, as the CSV says
+    assert np.bincount(data.cls_labels).tolist() == counts

@@ -106,6 +106,8 @@ def _info(path: str | Path) -> int:
     if report.get("stain"):
         stain = report["stain"]
         print(f"stain normalization: reference {stain['reference']}, {stain['failures']} of {stain['attempts']} failed")
+    for fact in report.get("facts", []):
+        print(f"info: {fact}")
     for note in report.get("notes", []):
         print(f"note: {note}")
     print("build: " + ", ".join(f"{k}={v}" for k, v in manifest["build_params"].items()))

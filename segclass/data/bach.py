@@ -154,6 +154,7 @@ def read_photo_labels(photos: Path) -> dict[Path, int]:
     if not csv_path.is_file():
         log.warning("%s is missing: photo labels are taken from folder names", csv_path)
         return by_folder
+    by_lower = {name.lower(): path for name, path in by_name.items()}
     labels = {}
     with open(csv_path, newline="") as file:
         for line, row in enumerate(csv.reader(file), start=1):
@@ -166,10 +167,15 @@ def read_photo_labels(photos: Path) -> dict[Path, int]:
                 raise DatasetError(f"{csv_path} line {line}: expected 'file name,class' with class one of "
                                    f"{', '.join(PHOTO_FOLDERS)}; got {row}")
             name = row[0].strip()
-            if name not in by_name:
+            path = by_name.get(name) or by_lower.get(name.lower())  # b000.TIF on disk for b000.tif in the CSV
+            if path is None:
                 raise DatasetError(f"{csv_path} line {line} names {name}, which is not under {photos}; "
                                    "unzip Photos/ again")
-            labels[by_name[name]] = label
+            labels[path] = label
+    contradicting = sorted(p.name for p, label in labels.items() if p in by_folder and by_folder[p] != label)
+    if contradicting:
+        log.warning("%d photos are in a class folder other than their class in %s (the CSV's class is used): %s",
+                    len(contradicting), csv_path.name, ", ".join(contradicting[:5]))
     unlisted = {p: label for p, label in by_folder.items() if p not in labels}
     if unlisted:
         log.warning("%d photos under %s are not in %s; labelled by their folder: %s", len(unlisted), photos,
@@ -258,7 +264,7 @@ def load_bach(root: Path, params, report) -> DatasetArrays:
     test_names = list(params.test_slides) or [n for n in others if n not in val_names]
     if not test_names:
         raise DatasetError(f"{wsi}: no annotated slide left for testing after training and validation slides")
-    report.notes.append(f"BACH split: train {', '.join(params.train_slides)}; val {', '.join(val_names)}; "
+    report.facts.append(f"BACH split: train {', '.join(params.train_slides)}; val {', '.join(val_names)}; "
                         f"test {', '.join(test_names)}")
 
     seg = extract_centred(train, params, report)

@@ -63,12 +63,35 @@ class BuildParams:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    def used_by(self, dataset: str) -> dict[str, Any]:
+        """The fields `dataset`'s build reads: what its manifest records and its fingerprints hold, so a
+        flag another dataset reads (`--annotator` for BACH) neither rebuilds a cache nor changes an identity."""
+        fields = _COMMON_PARAMS + _DATASET_PARAMS.get(dataset, ())
+        return {name: value for name, value in self.to_dict().items() if name in fields}
+
+
+_COMMON_PARAMS = ("patch_size", "min_foreground", "saturation_threshold", "opening_radius", "stain_normalize")
+_TILED_PARAMS = ("dominant_share", "resize_long_side", "split_seed")
+#: Dataset -> the BuildParams fields its adapter reads besides the common ones.
+_DATASET_PARAMS = {
+    "synthetic": ("magnification", "split_seed"),
+    "folder": ("magnification", "split_seed"),
+    "bach": ("magnification", "train_slides", "val_slides", "test_slides"),
+    "gleason2019": _TILED_PARAMS + ("annotator", "class_map"),
+    "digestpath2019": _TILED_PARAMS,
+}
+
 
 @dataclass
 class BuildReport:
-    """What a build found worth telling: dropped patches, normalization failures, empty classes."""
+    """What a build found worth telling: dropped patches, normalization failures, empty classes.
+
+    `notes` are things a user should look at (logged as warnings); `facts`
+    describe a normal build, such as the split (logged as info).
+    """
 
     notes: list[str] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)
     stain: dict[str, Any] = field(default_factory=dict)
     stain_reference: dict[str, Any] | None = None  # fitted Macenko reference (StainNormalizer.state)
     dropped_background: int = 0
@@ -109,7 +132,7 @@ def locate_source(dataset: str, root: Path) -> Path:
 def source_fingerprint(root: Path, params: BuildParams, dataset: str) -> str:
     """Hash of the source files' relative paths, sizes and mtimes plus the build parameters (is a cache current?)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([dataset, FORMAT_VERSION, segclass.__version__, params.to_dict()]).encode())
+    digest.update(json.dumps([dataset, FORMAT_VERSION, segclass.__version__, params.used_by(dataset)]).encode())
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -152,11 +175,13 @@ def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: Bui
     arrays = relative_sources(prepare_images(arrays, params, report), root)
     patches = len(arrays.seg_labels) + len(arrays.cls_labels)
     seconds = time.perf_counter() - started
-    write_cache(arrays, out_dir, params.to_dict(), expected, extra={
+    write_cache(arrays, out_dir, params.used_by(dataset), expected, extra={
         "source_root": str(root.resolve()), "report": report.to_dict(),
         "preprocessing": preprocessing_record(params, report),
         "build_seconds": round(seconds, 2), "patches_per_second": round(patches / seconds, 1) if seconds else None,
     })
+    for fact in report.facts:
+        log.info("%s", fact)
     for note in report.notes:
         log.warning("%s", note)
     log.info("built %s: %d patches in %.1fs into %s", dataset, patches, seconds, out_dir)

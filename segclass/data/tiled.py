@@ -27,7 +27,7 @@ def tiled_dataset(name: str, class_names: Sequence[str], images: Sequence[EvalIm
     """50/25/25 split by image; tiles of training images; whole val/test images."""
     by_name = {item.name: item for item in images}
     train, val, test = split_by_image(sorted(by_name), params.split_seed)
-    report.notes.append(f"{name} split by image: {len(train)} train, {len(val)} val, {len(test)} test")
+    report.facts.append(f"{name} split by image: {len(train)} train, {len(val)} val, {len(test)} test")
     seg, cls = extract_tiles([by_name[n] for n in train], len(class_names), params, report)
     return assemble(name, class_names, seg, cls, [by_name[n] for n in val], [by_name[n] for n in test],
                     params.patch_size)

@@ -80,10 +80,12 @@ def predict_image(trained: TrainedModel, path: Path, options: PredictOptions, na
     """Predict `path`, write its outputs under `options.out_dir` as `name`_*, return its summary."""
     from tqdm import tqdm
 
-    from segclass.compute import pick_device, place_model
+    from segclass.compute import pick_device, place_model, precision_scope, resolve_precision
     from segclass.metrics import PixelScores
 
     device = pick_device(options.device)
+    # the trial's own precision (its test metrics were computed in it); `auto` for models that do not record one
+    precision = resolve_precision(trained.config.get("precision") or "auto", device)
     magnification = options.magnification or trained.magnification
     started = time.perf_counter()
     with open_regions(path, magnification, options.scale) as regions:
@@ -91,12 +93,14 @@ def predict_image(trained: TrainedModel, path: Path, options: PredictOptions, na
                       options.foreground_max_pixels, _wants_stains(trained, options), str(path))
         thumbnail, foreground = seen.thumbnail, seen.tissue
         transform, stain_note = _stain_transform(trained, seen, options)
-        with tqdm(desc=path.name, unit="tile", leave=False, disable=None if options.progress else True) as bar:
+        with tqdm(desc=path.name, unit="tile", leave=False, disable=None if options.progress else True) as bar, \
+                precision_scope(precision):
             mask, stats = predict_mask(
                 place_model(trained.model, device), regions, foreground, trained.num_classes, trained.patch_size,
                 options.stride or trained.eval_stride, options.batch_size, device, transform, bar,
             )
         summary = _describe(regions, path, name, magnification, trained, options, device, stain_note)
+        summary["precision"] = precision
     summary.update(tiles=stats.windows, tiles_total=stats.windows_total, predict_seconds=round(stats.seconds, 3),
                    tiles_per_second=round(stats.tiles_per_second, 2))
     out = options.out_dir

@@ -83,8 +83,7 @@ def window_logits(model: torch.nn.Module, windows: np.ndarray | torch.Tensor,
 
     The uint8 windows are on the device before the float conversion: a quarter
     of the bytes to copy. The network runs in the precision in force
-    (`segclass.compute`): a trial's own evaluation in the trial's; elsewhere
-    `auto`, bf16 autocast on CUDA.
+    (`segclass.compute`): the trial's, in its evaluation and in predict.
     """
     windows = torch.from_numpy(windows) if isinstance(windows, np.ndarray) else windows
     with autocast(device):
