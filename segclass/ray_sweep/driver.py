@@ -68,6 +68,27 @@ class SweepOptions:
     num_gpus: float | None = None  # local Ray only (a logical count; useful to test fractional packing)
     verbose: bool = False  # Ray's and Tune's own console output (trial tables, result boxes) as well as ours
 
+    def validate(self) -> None:
+        """Every number a user typed, checked before anything is started or written: one line naming the flag."""
+        gpus = self.gpus_per_trial
+        checks = [
+            (gpus is None or 0 <= gpus <= 1 or float(gpus).is_integer(), "--gpus-per-trial",
+             f"{gpus}: a share in [0, 1] (0.125 packs 8 trials per GPU) or a whole number of GPUs"),
+            (self.cpus_per_trial > 0, "--cpus-per-trial", f"{self.cpus_per_trial}: CPU cores per trial, > 0"),
+            (self.max_failures >= 0, "--max-failures", f"{self.max_failures}: retries of a failing trial, >= 0"),
+            (self.checkpoint_every is None or self.checkpoint_every >= 1, "--checkpoint-every",
+             f"{self.checkpoint_every}: epochs between checkpoints, >= 1"),
+            (self.batch_size >= 2, "--batch-size", f"{self.batch_size}: patches per kind and step, >= 2"),
+            (self.num_cpus is None or self.num_cpus >= 1, "--num-cpus", f"{self.num_cpus}: CPUs to offer, >= 1"),
+            (self.num_gpus is None or self.num_gpus >= 0, "--num-gpus", f"{self.num_gpus}: GPUs to offer, >= 0"),
+        ]
+        for ok, flag, what in checks:
+            if not ok:
+                raise ConfigError(f"{flag} {what}")
+        if self.address and (self.num_cpus is not None or self.num_gpus is not None):
+            raise ConfigError("--num-cpus/--num-gpus size the private Ray of a run without --address; a cluster "
+                              "offers what its `ray start` gave it: drop them, or drop --address")
+
 
 def sweep_storage(options: SweepOptions) -> str:
     """`--storage`, or RESULTS/tune; says where an earlier default left this sweep's checkpoints."""
@@ -113,10 +134,57 @@ def start_ray(options: SweepOptions) -> None:
     quiet = {} if options.verbose else {"logging_level": logging.WARNING}  # no "Started a local Ray instance"
     if options.address:
         package = str(Path(segclass.__file__).resolve().parent)
-        ray.init(address=options.address, log_to_driver=False, runtime_env={"py_modules": [package]}, **quiet)
+        try:
+            ray.init(address=options.address, log_to_driver=False, runtime_env={"py_modules": [package]}, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"--address {options.address}: cannot join that Ray cluster ({exc}); start it with "
+                              "`ray start --head` (docs/sweep.md#cluster-setup) or fix the address") from exc
     else:
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  num_cpus=options.num_cpus, num_gpus=options.num_gpus, log_to_driver=False, **quiet)
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Ask the MLflow store for one experiment, so a wrong --mlflow-uri is one line before the sweep writes."""
+    import urllib.error
+    import urllib.request
+
+    if uri.startswith(("http://", "https://")):  # MLflow's client retries for minutes; a health check does not
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
+                if response.status == 200:
+                    return
+                problem = f"HTTP {response.status}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            problem = str(getattr(exc, "reason", exc))
+        raise ConfigError(f"--mlflow-uri {uri}: no MLflow tracking server answers there ({problem}); start one "
+                          "(docs/sweep.md#cluster-setup) or fix the URI")
+    from mlflow import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a bad store; all mean the same here
+        raise ConfigError(f"--mlflow-uri {uri}: cannot use that MLflow store ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); fix the URI") from exc
+
+
+def packing_warnings(gpus_per_trial: float, cpus_per_trial: float, nodes: list[dict]) -> list[str]:
+    """Lines for GPU nodes whose CPUs cannot run as many trials as their GPU share would pack."""
+    if gpus_per_trial <= 0:
+        return []
+    lines = []
+    for node in nodes:
+        resources = node.get("Resources", {})
+        node_gpus, node_cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+        if not node.get("Alive", True) or node_gpus <= 0:
+            continue
+        by_gpu = int(node_gpus / gpus_per_trial + 1e-9)
+        by_cpu = int(node_cpus / cpus_per_trial + 1e-9)
+        if by_cpu < by_gpu:
+            lines.append(f"node {node.get('NodeManagerAddress', '?')}: {node_cpus:g} CPUs run {by_cpu} trials at "
+                         f"once, but its {node_gpus:g} GPU(s) at {gpus_per_trial:g} each would pack {by_gpu}: the "
+                         f"CPUs limit the packing (--cpus-per-trial {node_cpus / by_gpu:.2g} would not)")
+    return lines
 
 
 def gpu_share(options: SweepOptions) -> float:
@@ -160,12 +228,18 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     from segclass.data.shards import read_manifest
     from segclass.model import resolve_pretrained
 
+    options.validate()
     preset = options.preset
     points = expand(preset)
     validate_points(points, preset.epochs, options.batch_size, preset.validate_every)
     # once, on the driver, before Ray or any file: workers need no copy (or download), an offline run fails in a line
     weights = resolve_pretrained(options.pretrained or preset.pretrained)
     print(f"sweep {options.name}: encoder init {weights.name}", flush=True)
+    if options.mlflow_uri is None:  # the default store lives in --results
+        Path(options.results).mkdir(parents=True, exist_ok=True)
+    check_tracking_uri(options.mlflow_uri or default_tracking_uri(Path(options.results)))
+    if options.address:  # joined before anything is written: a wrong address is one line
+        start_ray(options)
     cache = ensure_cache(preset.dataset, options.data_root)
     fingerprint = read_manifest(cache)["data_fingerprint"]
     gpus = gpu_share(options)  # resolved here: a trial's precision (from its GPU share) is part of its identity
@@ -243,6 +317,8 @@ def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str
     if gpus > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
         raise ConfigError(f"trials ask for {gpus:g} GPU each, but the Ray cluster has no GPU; pass "
                           "--gpus-per-trial 0 (and --precision fp32 or auto)")
+    for line in packing_warnings(gpus, options.cpus_per_trial, ray.nodes()):
+        print(f"sweep {options.name}: warning: {line}", flush=True)
     data = read_cache(cache)
     batches = {p.key: batches_per_epoch(p.train_config(epochs=options.preset.epochs, batch_size=options.batch_size),
                                         data) for p in todo}  # what each trial's epoch costs, for the time estimate

@@ -27,6 +27,23 @@ def trial_dirname(trial) -> str:
     return f"{trial_name(trial).replace(' ', '_')}_{trial.trial_id}"
 
 
+def trial_error(trial) -> str:
+    """The last line of a failed trial's error and where its whole traceback is.
+
+    Workers' output does not reach the driver's console (`log_to_driver=False`
+    keeps it a progress report), so the reason a trial failed is said here.
+    """
+    text = ""
+    try:
+        error = trial.get_error()
+        text = str(error) if error is not None else ""
+    except Exception:  # noqa: BLE001 - reading a failed trial's error must not fail the sweep
+        pass
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    where = f" (traceback: {trial.error_file})" if getattr(trial, "error_file", None) else ""
+    return f"{lines[-1][:300] if lines else 'no error text recorded'}{where}"
+
+
 def _minutes(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
@@ -92,10 +109,11 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.failed.add(trial.config["key"])
-        self._print(f"FAILED (no retries left): {trial_name(trial)}; the next run of this command resumes it")
+        self._print(f"FAILED (no retries left): {trial_name(trial)}: {trial_error(trial)}; the next run of this "
+                    "command resumes it")
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        self._print(f"retrying {trial_name(trial)} from its last checkpoint")
+        self._print(f"retrying {trial_name(trial)} from its last checkpoint: it failed with {trial_error(trial)}")
 
     def share_done(self) -> float:
         """The share of this run's training work done: batches trained now over batches it has to train."""
