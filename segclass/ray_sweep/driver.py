@@ -133,6 +133,7 @@ def start_ray(options: SweepOptions) -> None:
         return
     quiet = {} if options.verbose else {"logging_level": logging.WARNING}  # no "Started a local Ray instance"
     if options.address:
+        check_address(options.address)
         package = str(Path(segclass.__file__).resolve().parent)
         try:
             ray.init(address=options.address, log_to_driver=False, runtime_env={"py_modules": [package]}, **quiet)
@@ -142,6 +143,22 @@ def start_ray(options: SweepOptions) -> None:
     else:
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  num_cpus=options.num_cpus, num_gpus=options.num_gpus, log_to_driver=False, **quiet)
+
+
+def check_address(address: str) -> None:
+    """A HOST:PORT address must accept a connection: Ray itself would retry it for minutes before failing."""
+    import socket
+
+    if address == "auto" or ":" not in address:
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=10):
+            return
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--address {address}: nothing answers there ({exc}); start the cluster's head with "
+                          "`ray start --head` (docs/sweep.md#cluster-setup), or pass --address auto on the head "
+                          "node") from exc
 
 
 def check_tracking_uri(uri: str) -> None:

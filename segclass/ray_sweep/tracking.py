@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from segclass.schema import (FINAL_METRIC_PREFIXES, FINAL_PREFIX, FINISHED, IDENTITY_TAG, SUPERSEDED_TAG,
-                             TrialIdentity, check_run_is_current, experiment_description, experiment_name, iter_runs,
-                             scalar_metrics, swept_metric)
+from segclass.schema import (FINAL_METRIC_PREFIXES, FINAL_PREFIX, FINISHED, IDENTITY_TAG, SETTINGS_TAG,
+                             SUPERSEDED_TAG, TrialIdentity, check_run_is_current, experiment_description,
+                             experiment_name, iter_runs, scalar_metrics, swept_metric)
 
 log = logging.getLogger(__name__)
 #: MLflow's log_batch takes at most 1,000 metrics per call.
@@ -76,11 +76,18 @@ class Tracker:
             return existing.experiment_id
 
     def finished_identities(self, identities: list[TrialIdentity]) -> set[str]:
-        """Digests of the identities that already have a finished run (refusing stores of old segclass)."""
+        """Digests of the identities that already have a finished run.
+
+        The tracking server is asked only for the runs of these identities'
+        settings (a filter on the `segclass.settings` tag, evaluated by the
+        store), not for every run of the experiment: experiments are per study
+        and dataset, so they hold every lab member's sweeps.
+        """
         wanted = {i.digest for i in identities}
         finished, index = set(), {}
-        for experiment in sorted({self.experiment_id(i) for i in identities}):
-            for run in iter_runs(self.client, experiment):
+        queries = sorted({(self.experiment_id(i), i.settings_hash) for i in identities})
+        for experiment, settings in queries:
+            for run in iter_runs(self.client, experiment, f"tags.`{SETTINGS_TAG}` = '{settings}'"):
                 check_run_is_current(run.data.tags, self.tracking_uri)
                 digest = run.data.tags.get(IDENTITY_TAG)
                 if digest in wanted:
