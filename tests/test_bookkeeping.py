@@ -208,3 +208,36 @@ def test_sweep_storage_follows_results_and_points_to_checkpoints_the_earlier_def
     assert "add --storage results/tune to continue its unfinished trials" in capsys.readouterr().out
     sweep_storage(SweepOptions(preset=quick, name="q"))  # the default --results: that folder is its storage
     assert capsys.readouterr().out == ""
+
+
+def test_driver_lock_is_taken_by_exactly_one_of_drivers_starting_at_once(tmp_path):
+    script = (
+        "import sys, time\n"
+        "from segclass.ray_sweep.storage import Storage\n"
+        "from segclass.ray_sweep.manifest import DriverLock\n"
+        "from segclass.errors import TrackingStoreError\n"
+        "time.sleep(float(sys.argv[2]) - time.time())\n"  # all start at the same moment
+        "try:\n"
+        "    with DriverLock(Storage(sys.argv[1]).child('sweep'), 'sweep'):\n"
+        "        print('took', flush=True); time.sleep(3)\n"
+        "except TrackingStoreError:\n"
+        "    print('refused', flush=True)\n")
+    import time
+
+    start = time.time() + 4
+    drivers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(start)], stdout=subprocess.PIPE,
+                                text=True, cwd=Path(__file__).resolve().parents[1]) for _ in range(6)]
+    outcomes = sorted(d.communicate(timeout=120)[0].strip() for d in drivers)
+    assert outcomes == ["refused"] * 5 + ["took"], outcomes
+
+
+def test_driver_lock_is_released_only_by_its_owner(tmp_path):
+    from segclass.ray_sweep.manifest import LOCK, DriverLock
+
+    folder = Storage(str(tmp_path)).child("sweep")
+    lock = DriverLock(folder, "sweep")
+    with lock:
+        held = folder.read_json(LOCK)
+        assert held["driver"] == lock.driver_id
+        folder.write_json(LOCK, {**held, "driver": "someone-else"})  # taken over while this driver hung
+    assert folder.read_json(LOCK)["driver"] == "someone-else"  # not removed by the old owner

@@ -10,10 +10,12 @@ rerun (fewer seeds, one mode) is fine: it runs a part of the same sweep.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 from segclass.errors import TrackingStoreError
@@ -85,27 +87,54 @@ def check_sweep(folder: Storage, name: str, dataset: str, data_fingerprint: str,
 class DriverLock:
     """One driver per sweep at a time: two would train the same trials into the same checkpoint folders.
 
-    `<storage>/<name>/driver.json` names the host and process of the driver and
-    a heartbeat the driver renews. A lock is taken over when its process is gone
-    (same host) or its heartbeat is older than `LOCK_STALE_S` (another host, or
-    a driver that was killed).
+    `<storage>/<name>/driver.json` names the driver (a random id, its host and
+    process) and a heartbeat it renews every LOCK_STALE_S / 4. It is taken by
+    an exclusive create (`Storage.create_exclusive`), so of two drivers
+    starting at once exactly one gets it. A lock whose process is gone (same
+    host) or whose heartbeat is older than LOCK_STALE_S (another host, or a
+    killed driver) is taken over with a line saying so: the stale file is
+    renamed away first (only one of several drivers can rename it), then
+    created anew. Only the driver named in the lock renews or removes it.
     """
 
     def __init__(self, folder: Storage, name: str) -> None:
         self.folder, self.name = folder, name
-        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "driver": uuid.uuid4().hex[:16]}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def driver_id(self) -> str:
+        return self.me["driver"]
+
+    @property
+    def uri(self) -> str:
+        return f"{self.folder.uri}/{LOCK}"
+
     def __enter__(self) -> "DriverLock":
-        held = self.folder.read_json(LOCK)
-        if held is not None and self._alive(held):
-            raise TrackingStoreError(
-                f"sweep {self.name!r} is being run by another driver (process {held['pid']} on {held['host']}, "
-                f"heartbeat {time.time() - held['heartbeat']:.0f} s ago; {self.folder.uri}/{LOCK}). Wait for it to "
-                "end, or stop it; a killed driver's lock expires by itself"
-            )
-        self._beat()
+        for _ in range(3):  # a takeover can race another driver's: look again
+            if self.folder.create_exclusive(LOCK, self._payload()):
+                break
+            held = self.folder.read_json(LOCK)
+            if held is None:  # released (or renamed away) just now
+                continue
+            if lock_is_live(held, self.me):
+                raise TrackingStoreError(
+                    f"sweep {self.name!r} is being run by another driver (process {held.get('pid')} on "
+                    f"{held.get('host')}, heartbeat {time.time() - float(held.get('heartbeat', 0)):.0f} s ago; "
+                    f"{self.uri}). Wait for it to end, or stop it; a killed driver's lock expires by itself")
+            stale = f"{LOCK}.stale-{self.driver_id}"
+            if self.folder.rename_away(LOCK, stale):
+                moved = self.folder.read_json(stale)
+                self.folder.delete(stale)
+                if moved != held:  # another driver replaced it between our read and our rename: look again
+                    continue
+                print(f"sweep {self.name}: took over the lock of a driver that is gone (process {held.get('pid')} "
+                      f"on {held.get('host')}, last heartbeat {time.time() - float(held.get('heartbeat', 0)):.0f} s "
+                      f"ago)", flush=True)
+        else:
+            raise TrackingStoreError(f"sweep {self.name!r}: could not take {self.uri} (other drivers kept taking "
+                                     "it); try again")
         self._thread = threading.Thread(target=self._run, name="segclass-driver-lock", daemon=True)
         self._thread.start()
         return self
@@ -114,24 +143,44 @@ class DriverLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.folder.delete(LOCK)
+        if self._mine():
+            self.folder.delete(LOCK)
 
-    def _alive(self, held: dict[str, Any]) -> bool:
-        if held.get("host") == self.me["host"]:
-            if held.get("pid") == self.me["pid"]:
-                return False
-            try:
-                os.kill(int(held["pid"]), 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:  # another user's live process
-                return True
-            return True
-        return time.time() - float(held.get("heartbeat", 0)) < LOCK_STALE_S
+    def _payload(self) -> bytes:
+        return json.dumps({**self.me, "heartbeat": time.time()}, indent=1, sort_keys=True).encode()
 
-    def _beat(self) -> None:
-        self.folder.write_json(LOCK, {**self.me, "heartbeat": time.time()})
+    def _mine(self) -> bool:
+        held = self.folder.read_json(LOCK)
+        return held is not None and held.get("driver") == self.driver_id
 
     def _run(self) -> None:
         while not self._stop.wait(LOCK_STALE_S / 4):
-            self._beat()
+            if self._mine():  # never renew a lock another driver took over
+                self.folder.write_bytes(LOCK, self._payload())
+
+
+def lock_is_live(held: dict[str, Any], me: dict[str, Any] | None = None) -> bool:
+    """Whether the driver a lock names is alive: its process (same host) or a fresh heartbeat (elsewhere)."""
+    host = socket.gethostname()
+    if held.get("host") == host:
+        if me is not None and held.get("pid") == me["pid"] and held.get("driver") != me.get("driver"):
+            return False  # an earlier driver of this very process (a test, a notebook) that did not release
+        try:
+            os.kill(int(held["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's live process
+            return True
+        except (KeyError, TypeError, ValueError):
+            return False
+        return True
+    return time.time() - float(held.get("heartbeat", 0)) < LOCK_STALE_S
+
+
+def driver_is_live(folder: Storage, driver: str) -> bool:
+    """Whether the driver `driver` still holds the lock in `folder` (the sweep folder a run's tag names)."""
+    try:
+        held = folder.read_json(LOCK)
+    except (OSError, ValueError):
+        return False
+    return held is not None and held.get("driver") == driver and lock_is_live(held)

@@ -95,6 +95,57 @@ class Storage:
         with self.fs.open_output_stream(self.path(name)) as stream:  # object stores publish whole objects
             stream.write(payload)
 
+    def create_exclusive(self, name: str, payload: bytes) -> bool:
+        """Write `name` only where it does not exist; True when this call created it.
+
+        On a local or shared (NFS) folder the whole file is written under a
+        temporary name and hard-linked into place: the link fails when `name`
+        exists, atomically, and a reader never sees half of it. Object stores
+        reached through pyarrow offer no conditional write: there the file is
+        written when absent, then read back after a pause; only the writer
+        whose bytes are there wins (last-writer-wins within the pause is the
+        remaining window; docs/sweep.md says so).
+        """
+        if self.fs is None:
+            import os
+
+            target = Path(self.path(name))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    file.write(payload)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.link(temporary, target)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                Path(temporary).unlink(missing_ok=True)
+        import time
+
+        if self.exists(name):
+            return False
+        self.write_bytes(name, payload)
+        time.sleep(1.0)
+        return self.exists(name) and self.read_bytes(name) == payload
+
+    def rename_away(self, name: str, new_name: str) -> bool:
+        """Move `name` to `new_name`; False when `name` was gone (someone else moved it first). Atomic locally."""
+        if self.fs is None:
+            import os
+
+            try:
+                os.rename(self.path(name), self.path(new_name))
+                return True
+            except FileNotFoundError:
+                return False
+        if not self.exists(name):
+            return False
+        self.fs.move(self.path(name), self.path(new_name))
+        return True
+
     def read_json(self, name: str) -> dict[str, Any] | None:
         """The JSON file `name`, or None when it does not exist."""
         return json.loads(self.read_bytes(name)) if self.exists(name) else None
