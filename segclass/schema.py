@@ -41,6 +41,9 @@ SETTINGS_TAG = "segclass.settings"
 SWEEP_TAG = "segclass.sweep"
 #: Set on an unfinished run that another training of the same identity replaced: the new run's id.
 SUPERSEDED_TAG = "segclass.superseded_by"
+#: The driver that owns a run (a random id per driver run) and the lock file that says whether it lives.
+OWNER_TAG = "segclass.driver"
+OWNER_LOCK_TAG = "segclass.driver_lock"
 FINISHED = "FINISHED"
 FINAL_PREFIX = "final_"
 EPOCH_METRIC_PREFIXES = ("train_", "val_")

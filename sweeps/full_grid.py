@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
           f"{len(summary.skipped)} skipped (finished before), {len(summary.failed)} failed or unfinished")
     for key in summary.failed:
         print(f"  not finished: {key}")
+    for key in summary.elsewhere:
+        print(f"  left to the sweep training it now: {key}")
     for error in summary.tracking_errors:
         print(f"  MLflow write failed: {error}")
     print(f"Tune experiments: {', '.join(summary.experiments)}" if summary.experiments

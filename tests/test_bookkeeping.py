@@ -72,9 +72,10 @@ def test_an_old_mlflow_store_is_refused(tmp_path):
     experiment = client.create_experiment("segclass-segmentation-bach")
     run = client.create_run(experiment, tags={KEY_TAG: POINT.key})  # what segclass wrote before identities
     client.set_terminated(run.info.run_id)
+    # the driver asks only for the runs of its settings, so it never reads (or counts) such a run ...
+    assert Tracker(uri).finished_identities([_identity()]) == set()
+    # ... and the report, which reads every run, refuses the store
     with pytest.raises(TrackingStoreError, match="before trial identities.*Start a new store"):
-        Tracker(uri).finished_identities([_identity()])
-    with pytest.raises(TrackingStoreError, match="before trial identities"):
         load_runs(uri)
 
 
@@ -241,3 +242,61 @@ def test_driver_lock_is_released_only_by_its_owner(tmp_path):
         assert held["driver"] == lock.driver_id
         folder.write_json(LOCK, {**held, "driver": "someone-else"})  # taken over while this driver hung
     assert folder.read_json(LOCK)["driver"] == "someone-else"  # not removed by the old owner
+
+
+def test_runs_name_their_owner_live_owners_keep_their_trials_and_orphans_end(tmp_path):
+    from mlflow import MlflowClient
+
+    from segclass.ray_sweep.manifest import DriverLock
+    from segclass.ray_sweep.tracking import Tracker
+    from segclass.schema import OWNER_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    identity = _identity()
+    lock = DriverLock(Storage(str(tmp_path)).child("sweep-a"), "sweep-a")
+    with lock:
+        owner = Tracker(uri, sweep="sweep-a", driver=lock.driver_id, lock_uri=lock.uri)
+        run = owner.start(identity, identity.params(), start_epoch=0)
+        assert client.get_run(run).data.tags[OWNER_TAG] == lock.driver_id
+        # another sweep with the same identity, while sweep-a's driver lives: the trial is left to it
+        other = Tracker(uri, sweep="sweep-b", driver="b" * 16, lock_uri=f"{tmp_path}/sweep-b/driver.json")
+        seen = other.survey([identity])
+        assert seen.elsewhere == {identity.digest: "sweep-a"} and seen.ended == []
+        assert client.get_run(run).info.status == "RUNNING"
+    # sweep-a's driver is gone (its lock released, the run left RUNNING): the next driver ends the run ...
+    later = Tracker(uri, sweep="sweep-b", driver="c" * 16, lock_uri=f"{tmp_path}/sweep-b/driver.json")
+    seen = later.survey([identity])
+    assert seen.elsewhere == {} and seen.ended == [run]
+    assert client.get_run(run).info.status == "KILLED"
+    # ... and continues it when it trains the trial (no epoch was logged: nothing to supersede)
+    assert later.start(identity, identity.params(), start_epoch=0) == run
+    assert client.get_run(run).info.status == "RUNNING"
+    assert client.get_run(run).data.tags[OWNER_TAG] == "c" * 16
+
+
+def test_a_run_whose_params_failed_is_completed_by_the_retry_not_duplicated(tmp_path):
+    from mlflow import MlflowClient
+
+    from segclass.ray_sweep.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    identity = _identity()
+    tracker = Tracker(uri, sweep="s", driver="d" * 16, lock_uri=f"{tmp_path}/s/driver.json")
+    tracker.finished_identities([identity])  # the driver's start: the index of its runs
+    real = tracker.client.log_batch
+    calls = {"n": 0}
+
+    def params_fail_once(run_id, metrics=(), params=(), tags=(), **kwargs):
+        calls["n"] += 1
+        if params and calls["n"] <= 2:  # the server drops the params call of the first attempt
+            raise ConnectionError("tracking server unreachable")
+        return real(run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    tracker.client.log_batch = params_fail_once
+    with pytest.raises(ConnectionError):
+        tracker.start(identity, identity.params(), start_epoch=0)
+    run = tracker.start(identity, identity.params(), start_epoch=0)  # the writer's retry
+    runs = MlflowClient(uri).search_runs([tracker.experiment_id(identity)])
+    assert [r.info.run_id for r in runs] == [run]
+    assert runs[0].data.params["seed"] == str(identity.point.seed) and runs[0].info.status == "RUNNING"

@@ -109,6 +109,7 @@ class SweepSummary:
 
     planned: int
     skipped: list[str] = field(default_factory=list)  # grid keys finished before this run
+    elsewhere: list[str] = field(default_factory=list)  # grid keys a live driver of another sweep is training
     ran: list[str] = field(default_factory=list)  # finished by this run
     failed: list[str] = field(default_factory=list)  # still without a finished run
     experiments: list[str] = field(default_factory=list)
@@ -271,16 +272,16 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     settings = next(iter(identities.values())).settings_dict
 
     sweep_folder = Storage(sweep_storage(options)).child(options.name)
-    with DriverLock(sweep_folder, options.name):
+    with DriverLock(sweep_folder, options.name) as lock:
         check_sweep(sweep_folder, options.name, preset.dataset, fingerprint, settings, [p.key for p in points],
                     grow=options.grow, resume=options.resume)
         return _drive(options, points, identities, sweep_folder, fingerprint, weights, epoch_hook,
-                      trainable or run_trial, cache)
+                      trainable or run_trial, cache, lock)
 
 
 def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str, TrialIdentity],
            sweep_folder: Storage, fingerprint: str, weights: "PretrainedWeights", epoch_hook: EpochHook | None,
-           trainable: Callable, cache: Path) -> SweepSummary:
+           trainable: Callable, cache: Path, lock: DriverLock) -> SweepSummary:
     """Skip what is finished, run the rest, count from MLflow what this run finished."""
     from segclass.ray_sweep.tracking import Tracker
     from segclass.ray_sweep.writer import TrackingWriter
@@ -288,16 +289,28 @@ def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str,
     results = Path(options.results)
     results.mkdir(parents=True, exist_ok=True)
     mlflow_uri = options.mlflow_uri or default_tracking_uri(results)
-    tracker = Tracker(mlflow_uri, artifact_root=results / "mlartifacts", sweep=options.name)
+    tracker = Tracker(mlflow_uri, artifact_root=results / "mlartifacts", sweep=options.name,
+                      driver=lock.driver_id, lock_uri=lock.uri)
     summary = SweepSummary(planned=len(points), mlflow_uri=mlflow_uri)
-    finished = tracker.finished_identities(list(identities.values()))
+    found = tracker.survey(list(identities.values()))
+    finished = found.finished
     summary.skipped = sorted(p.key for p in points if identities[p.key].digest in finished)
+    if found.ended:
+        print(f"sweep {options.name}: ended {counted(len(found.ended), 'MLflow run')} that a driver which is gone left "
+              "RUNNING (now KILLED; a trial that trains again continues its run)", flush=True)
     if not options.keep_trial_files:  # a driver killed between MLflow's FINISHED and the folder's removal
         for digest in finished & set(sweep_folder.list("trials")):
             sweep_folder.delete(f"trials/{digest}")
-    todo = [p for p in points if identities[p.key].digest not in finished]
+    for point in points:
+        elsewhere = found.elsewhere.get(identities[point.key].digest)
+        if elsewhere and point.key not in summary.skipped:
+            summary.elsewhere.append(point.key)
+            print(f"sweep {options.name}: {point.run_name}: sweep {elsewhere} is training this trial now (same "
+                  "identity); skipped here, a later run picks it up if that sweep does not finish it", flush=True)
+    todo = [p for p in points if identities[p.key].digest not in finished and p.key not in summary.elsewhere]
+    elsewhere = f", {len(summary.elsewhere)} being trained by other sweeps" if summary.elsewhere else ""
     print(f"sweep {options.name}: {counted(len(points), 'grid point')}, {len(summary.skipped)} already finished "
-          f"(skipped), {len(todo)} to run", flush=True)
+          f"(skipped){elsewhere}, {len(todo)} to run", flush=True)
     if not todo:
         return summary
 

@@ -6,6 +6,13 @@ unfinished run of its identity already holds epochs gets a new run and the old
 one is ended as KILLED with a `segclass.superseded_by` tag, so no run's history
 is ever spliced from two trainings. Only the writer thread (`writer.py`) calls
 the writing methods.
+
+Every run names its owner: the driver that writes it (`segclass.driver`) and
+that driver's lock file (`segclass.driver_lock`), whose heartbeat says
+whether it lives. A driver never takes over a run a live driver owns: the
+trial is left to that sweep, with a line. A run left RUNNING by a driver that
+is gone is ended (KILLED) when the next driver of its settings starts; it is
+resumed (reattached) when that driver trains the trial.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from segclass.schema import (FINAL_METRIC_PREFIXES, FINAL_PREFIX, FINISHED, IDENTITY_TAG, SETTINGS_TAG,
-                             SUPERSEDED_TAG, TrialIdentity, check_run_is_current, experiment_description,
-                             experiment_name, iter_runs, scalar_metrics, swept_metric)
+from dataclasses import dataclass, field
+
+from segclass.schema import (FINAL_METRIC_PREFIXES, FINAL_PREFIX, FINISHED, IDENTITY_TAG, OWNER_LOCK_TAG, OWNER_TAG,
+                             SETTINGS_TAG, SUPERSEDED_TAG, SWEEP_TAG, TrialIdentity, check_run_is_current,
+                             experiment_description, experiment_name, iter_runs, scalar_metrics, swept_metric)
 
 log = logging.getLogger(__name__)
 #: MLflow's log_batch takes at most 1,000 metrics per call.
@@ -30,10 +39,20 @@ def is_server(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://"))
 
 
+@dataclass
+class StoreSurvey:
+    """What the store says of a driver's identities when it starts."""
+
+    finished: set[str] = field(default_factory=set)  # digests with a finished run
+    elsewhere: dict[str, str] = field(default_factory=dict)  # digest -> the live sweep training it now
+    ended: list[str] = field(default_factory=list)  # runs a driver that is gone left RUNNING, now KILLED
+
+
 class Tracker:
     """Create, find and finish the MLflow runs of trial identities."""
 
-    def __init__(self, tracking_uri: str, artifact_root: Path | None = None, sweep: str = "") -> None:
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None, sweep: str = "", driver: str = "",
+                 lock_uri: str = "") -> None:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -42,6 +61,7 @@ class Tracker:
         # them beside the database
         self.artifact_root = None if is_server(tracking_uri) else artifact_root
         self.sweep = sweep
+        self.owner = {OWNER_TAG: driver, OWNER_LOCK_TAG: lock_uri} if driver else {}
         self._experiments: dict[str, str] = {}
         self._runs: dict[str, str] = {}  # identity digest -> run id
         self._last_epoch: dict[str, int] = {}  # identity digest -> last epoch logged
@@ -76,7 +96,12 @@ class Tracker:
             return existing.experiment_id
 
     def finished_identities(self, identities: list[TrialIdentity]) -> set[str]:
-        """Digests of the identities that already have a finished run.
+        """Digests of the identities that already have a finished run (`survey`, without its side effects)."""
+        return self.survey(identities, end_orphans=False).finished
+
+    def survey(self, identities: list[TrialIdentity], end_orphans: bool = True) -> StoreSurvey:
+        """Which identities are finished, which a live driver of another sweep is training, and (with
+        `end_orphans`) the runs of these settings that a driver that is gone left RUNNING, ended as KILLED.
 
         The tracking server is asked only for the runs of these identities'
         settings (a filter on the `segclass.settings` tag, evaluated by the
@@ -84,19 +109,47 @@ class Tracker:
         and dataset, so they hold every lab member's sweeps.
         """
         wanted = {i.digest for i in identities}
-        finished, index = set(), {}
+        found, index, open_runs = StoreSurvey(), {}, []
         queries = sorted({(self.experiment_id(i), i.settings_hash) for i in identities})
         for experiment, settings in queries:
             for run in iter_runs(self.client, experiment, f"tags.`{SETTINGS_TAG}` = '{settings}'"):
                 check_run_is_current(run.data.tags, self.tracking_uri)
                 digest = run.data.tags.get(IDENTITY_TAG)
+                if run.info.status == FINISHED:
+                    found.finished.add(digest)
+                elif run.info.status == "RUNNING" and SUPERSEDED_TAG not in run.data.tags:
+                    open_runs.append(run)
                 if digest in wanted:
                     index.setdefault(digest, []).append(run.info.run_id)
-                    if run.info.status == FINISHED:
-                        finished.add(digest)
+        found.finished &= wanted
+        if end_orphans:
+            for run in open_runs:
+                digest = run.data.tags.get(IDENTITY_TAG)
+                if digest in found.finished:
+                    continue
+                if self._owner_lives(run.data.tags):
+                    if digest in wanted:
+                        found.elsewhere[digest] = run.data.tags.get(SWEEP_TAG) or "another sweep"
+                else:  # its driver is gone: never left RUNNING; a driver that trains it reattaches
+                    self.client.set_terminated(run.info.run_id, status="KILLED")
+                    found.ended.append(run.info.run_id)
         if self._index is None:
             self._index = index
-        return finished
+        return found
+
+    def _owner_lives(self, tags: dict[str, str]) -> bool:
+        """Whether the run's owner is a live driver other than this one (its lock names it, heartbeat fresh)."""
+        from segclass.ray_sweep.manifest import driver_is_live
+        from segclass.ray_sweep.storage import Storage
+
+        owner, lock = tags.get(OWNER_TAG), tags.get(OWNER_LOCK_TAG)
+        if not owner or not lock or owner == self.owner.get(OWNER_TAG):
+            return False
+        folder, _, _ = lock.rpartition("/")
+        try:
+            return driver_is_live(Storage(folder), owner)
+        except Exception:  # noqa: BLE001 - a lock we cannot read (storage gone): its driver is not ours to wait on
+            return False
 
     # -- writing (writer thread only) ----------------------------------------
     def start(self, identity: TrialIdentity, params: dict[str, Any], start_epoch: int) -> str:
@@ -131,6 +184,7 @@ class Tracker:
                 run_id = run.info.run_id
                 self._last_epoch[digest] = last
                 self.client.update_run(run_id, status="RUNNING")
+                self._claim(run_id, params)
                 log.info("reattached to MLflow run %s for %s (history up to epoch %d)", run_id,
                          identity.point.run_name, last)
         if run_id is None:
@@ -148,17 +202,27 @@ class Tracker:
         return int(max((m.value for m in self.client.get_metric_history(run_id, "epoch")), default=0))
 
     def _create(self, identity: TrialIdentity, params: dict[str, Any]) -> str:
-        from mlflow.entities import Metric, Param
+        """A new run with its identity tags, indexed at once: if its params then fail to log, the retry finds
+        it (open, no epoch), reattaches and logs them, so a run is never made twice or left without params."""
+        from mlflow.entities import Metric
 
         run = self.client.create_run(self.experiment_id(identity), run_name=identity.point.run_name,
-                                     tags=identity.tags(self.sweep))
-        swept, value = swept_metric(identity.point)
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                              metrics=[Metric(swept, value, int(time.time() * 1000), 0)])
-        self._last_epoch[identity.digest] = 0
+                                     tags={**identity.tags(self.sweep), **self.owner})
         if self._index is not None:
             self._index.setdefault(identity.digest, []).append(run.info.run_id)
+        swept, value = swept_metric(identity.point)
+        self.client.log_batch(run.info.run_id, metrics=[Metric(swept, value, int(time.time() * 1000), 0)])
+        self._claim(run.info.run_id, params)
+        self._last_epoch[identity.digest] = 0
         return run.info.run_id
+
+    def _claim(self, run_id: str, params: dict[str, Any]) -> None:
+        """Make this driver the run's owner and log its params (again: MLflow accepts a param logged twice with
+        the same value, and a run's params follow from its identity)."""
+        from mlflow.entities import Param, RunTag
+
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                              tags=[RunTag(k, v) for k, v in self.owner.items()])
 
     def has_run(self, digest: str) -> bool:
         """Whether `start` has given `digest` a run in this driver (it may have failed)."""
