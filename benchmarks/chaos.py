@@ -2,6 +2,7 @@
 
     python benchmarks/chaos.py --kills 20                  # the README figure (~10 min on 2 cores)
     python benchmarks/chaos.py --kills 2 --per-stage 1 --after-progress   # CI's short version
+    python benchmarks/chaos.py --kills 6 --checkpoint-every 2             # MLflow ahead of the checkpoint
 
 The sweep is the `smoke` grid (S, S+C at s = 25, 100%) on a tiny synthetic
 dataset, started through `benchmarks/hooked_sweep.py` so every trial appends
@@ -18,7 +19,11 @@ At the end the audit checks, on the final grid:
 - each run's per-epoch history is epochs 1..E, each logged once;
 - no epoch was trained twice after its checkpoint existed (ledger), so no
   finished trial was retrained and no history was spliced from a second
-  training; epochs trained are compared with the minimum (points x E);
+  training; epochs trained are compared with the minimum (points x E).
+  With `--checkpoint-every N` > 1 an epoch between checkpoints is lost by a
+  kill and trained again, while MLflow already holds it: that run is
+  superseded (KILLED) and a new run gets the whole history, which the
+  per-run history check then audits;
 - how many trials continued from a checkpoint (start_epoch > 0 in Tune's logs).
 Exit status 1 if any check fails. The summary is printed as JSON too.
 """
@@ -74,13 +79,13 @@ def ledger_lines(ledger: Path) -> list[str]:
 
 
 def run_chaos(work: Path, data_root: Path, kills: int, per_stage: int, epochs: int, slow_epoch: float,
-              max_wait: float, after_progress: bool, seed: int) -> dict:
+              max_wait: float, after_progress: bool, seed: int, checkpoint_every: int = 1) -> dict:
     rng = random.Random(seed)
     ledger = work / "ledger.txt"
     base = [sys.executable, str(ROOT / "benchmarks" / "hooked_sweep.py"), "--ledger", str(ledger),
             "--slow-epoch", str(slow_epoch), "--", "--preset", "smoke", "--data-root", str(data_root),
             "--results", str(work / "results"), "--storage", str(work / "tune"), "--name", "chaos",
-            "--epochs", str(epochs), "--num-cpus", "2", "--checkpoint-every", "1"]
+            "--epochs", str(epochs), "--num-cpus", "2", "--checkpoint-every", str(checkpoint_every)]
     stage, done, in_growth, stage_kills, runs, log = 1, 0, 0, 0, 0, work / "drivers.log"
     started_all = time.time()
     while True:
@@ -120,13 +125,13 @@ def run_chaos(work: Path, data_root: Path, kills: int, per_stage: int, epochs: i
             stage, stage_kills = stage + 1, 0
         else:
             raise RuntimeError(f"a driver run failed on its own (exit {process.returncode}); see {log}")
-    summary = audit(work, stage, epochs, ledger)
+    summary = audit(work, stage, epochs, ledger, checkpoint_every)
     summary.update(kills=done, kills_during_growth=in_growth, driver_runs=runs, final_seeds=stage,
                    wall_seconds=round(time.time() - started_all, 1))
     return summary
 
 
-def audit(work: Path, seeds: int, epochs: int, ledger: Path) -> dict:
+def audit(work: Path, seeds: int, epochs: int, ledger: Path, checkpoint_every: int = 1) -> dict:
     from mlflow import MlflowClient
 
     from segclass.grid import customise, expand, get_preset
@@ -148,7 +153,9 @@ def audit(work: Path, seeds: int, epochs: int, ledger: Path) -> dict:
         if steps != list(range(1, epochs + 1)):
             problems.append(f"{run.info.run_name}: history epochs {steps}")
     trained = Counter(tuple(line.split(" ")[:2]) for line in ledger_lines(ledger))
-    twice = {k: n for k, n in trained.items() if n > 1}
+    checkpointed = {e for e in range(1, epochs + 1) if e % checkpoint_every == 0 or e == epochs}
+    twice = {k: n for k, n in trained.items() if n > 1 and int(k[1]) in checkpointed}  # others: lost by a kill
+    summary_retrained = sum(n - 1 for k, n in trained.items() if n > 1 and int(k[1]) not in checkpointed)
     problems += [f"{key} epoch {epoch} trained {n} times" for (key, epoch), n in twice.items()]
     resumed = set()
     for result in (work / "tune" / "chaos").glob("tune-*/*/result.json"):
@@ -161,6 +168,7 @@ def audit(work: Path, seeds: int, epochs: int, ledger: Path) -> dict:
         "identities": len({r.data.tags.get(IDENTITY_TAG) for r in runs}),
         "superseded_runs": sum(SUPERSEDED_TAG in r.data.tags for r in runs),
         "epochs_trained": sum(trained.values()), "epochs_minimum": len(points) * epochs,
+        "epochs_retrained_between_checkpoints": summary_retrained,
         "trials_resumed_from_checkpoint": len(resumed), "problems": problems,
     }
 
@@ -177,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after-progress", action="store_true",
                         help="every kill comes 0-6 s after the driver's first newly trained epoch")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
+    parser.add_argument("--checkpoint-every", type=int, default=1,
+                        help="the sweep's --checkpoint-every; > 1 lets kills lose epochs MLflow already holds, so the "
+                             "superseded-run path runs end to end")
     parser.add_argument("--work", default="results/chaos", help="folder for the data, stores and logs (emptied)")
     parser.add_argument("--json", default=None, help="also write the summary to this file")
     args = parser.parse_args(argv)
@@ -193,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     data_root = generate(work / "data", SyntheticConfig(seed=3, slide_size=320, train_slides=2, val_slides=1,
                                                         test_slides=1, cls_patients=4, cls_per_class=8))
     summary = run_chaos(work, data_root, args.kills, args.per_stage, args.epochs, args.slow_epoch, args.max_wait,
-                        args.after_progress, args.seed)
+                        args.after_progress, args.seed, args.checkpoint_every)
     print(json.dumps(summary, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))

@@ -17,7 +17,6 @@ from sweeps.full_grid import main
     (["--cpus-per-trial", "0"], "--cpus-per-trial 0.0: CPU cores per trial, > 0"),
     (["--max-failures", "-1"], "--max-failures -1"),
     (["--num-cpus", "0"], "--num-cpus 0"),
-    (["--address", "127.0.0.1:6379", "--num-cpus", "2"], "--num-cpus/--num-gpus size the private Ray"),
     (["--mlflow-uri", "http://127.0.0.1:9"], "--mlflow-uri http://127.0.0.1:9: no MLflow tracking server answers"),
     (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: nothing answers there"),
 ])
@@ -46,3 +45,11 @@ def test_packing_limited_by_cpus_is_said():
     assert packing_warnings(0.125, 0.5, [node]) == [] and packing_warnings(0.0, 1.0, [node]) == []
     options = SweepOptions(preset=get_preset("smoke"), gpus_per_trial=0.25, cpus_per_trial=1.0)
     options.validate()  # fine as given
+
+
+def test_private_ray_sizes_with_an_address_are_said_to_be_ignored(tmp_path, capsys):
+    code = main(["--preset", "smoke", "--results", str(tmp_path / "results"), "--storage", str(tmp_path / "tune"),
+                 "--address", "127.0.0.1:9", "--num-cpus", "2"])
+    captured = capsys.readouterr()
+    assert "--num-cpus/--num-gpus are ignored with --address" in captured.out
+    assert code == 2 and "--address 127.0.0.1:9: nothing answers there" in captured.err

@@ -85,9 +85,6 @@ class SweepOptions:
         for ok, flag, what in checks:
             if not ok:
                 raise ConfigError(f"{flag} {what}")
-        if self.address and (self.num_cpus is not None or self.num_gpus is not None):
-            raise ConfigError("--num-cpus/--num-gpus size the private Ray of a run without --address; a cluster "
-                              "offers what its `ray start` gave it: drop them, or drop --address")
 
 
 def sweep_storage(options: SweepOptions) -> str:
@@ -247,6 +244,9 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     from segclass.model import resolve_pretrained
 
     options.validate()
+    if options.address and (options.num_cpus is not None or options.num_gpus is not None):
+        print(f"sweep {options.name}: warning: --num-cpus/--num-gpus are ignored with --address: they size the "
+              "private Ray of a run without it; a cluster offers what its `ray start` gave it", flush=True)
     preset = options.preset
     points = expand(preset)
     validate_points(points, preset.epochs, options.batch_size, preset.validate_every)
