@@ -72,10 +72,10 @@ def test_an_old_mlflow_store_is_refused(tmp_path):
     experiment = client.create_experiment("segclass-segmentation-bach")
     run = client.create_run(experiment, tags={KEY_TAG: POINT.key})  # what segclass wrote before identities
     client.set_terminated(run.info.run_id)
-    # the driver asks only for the runs of its settings, so it never reads (or counts) such a run ...
-    assert Tracker(uri).finished_identities([_identity()]) == set()
-    # ... and the report, which reads every run, refuses the store
+    # the driver asks only for the runs of its settings, which such a run lacks; it looks at the oldest run too
     with pytest.raises(TrackingStoreError, match="before trial identities.*Start a new store"):
+        Tracker(uri).finished_identities([_identity()])
+    with pytest.raises(TrackingStoreError, match="before trial identities"):
         load_runs(uri)
 
 
@@ -125,7 +125,10 @@ def test_one_driver_per_sweep(tmp_path):
     try:
         import socket
 
-        folder.write_json(LOCK, {"host": socket.gethostname(), "pid": other.pid, "heartbeat": time.time()})
+        from segclass.ray_sweep.manifest import _machine
+
+        folder.write_json(LOCK, {"host": socket.gethostname(), "pid": other.pid, "heartbeat": time.time(),
+                                 "machine": _machine()})
         with pytest.raises(TrackingStoreError, match=f"another driver \\(process {other.pid}"):
             DriverLock(folder, "sweep").__enter__()
     finally:
@@ -300,3 +303,30 @@ def test_a_run_whose_params_failed_is_completed_by_the_retry_not_duplicated(tmp_
     runs = MlflowClient(uri).search_runs([tracker.experiment_id(identity)])
     assert [r.info.run_id for r in runs] == [run]
     assert runs[0].data.params["seed"] == str(identity.point.seed) and runs[0].info.status == "RUNNING"
+
+
+def test_runs_of_unknown_owners_are_left_and_live_owners_runs_never_taken(tmp_path):
+    from mlflow import MlflowClient
+
+    from segclass.ray_sweep.manifest import DriverLock
+    from segclass.ray_sweep.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    identity = _identity()
+    # a driver on another host whose sweep folder this host cannot see: its run is left RUNNING
+    remote = Tracker(uri, sweep="remote", driver="r" * 16, lock_uri="/mnt/elsewhere/remote/driver.json")
+    remote_run = remote.start(identity, {**identity.params(), "sweep": "remote"}, start_epoch=0)
+    seen = Tracker(uri, sweep="local", driver="l" * 16, lock_uri=f"{tmp_path}/local/driver.json").survey([identity])
+    assert seen.ended == [] and client.get_run(remote_run).info.status == "RUNNING"
+    client.set_terminated(remote_run, status="KILLED")
+    # a live driver's open run is never reattached by another sweep: that one gets a run of its own
+    lock = DriverLock(Storage(str(tmp_path)).child("live"), "live")
+    with lock:
+        live = Tracker(uri, sweep="live", driver=lock.driver_id, lock_uri=lock.uri)
+        live_run = live.start(identity, {**identity.params(), "sweep": "live"}, start_epoch=0)
+        assert live_run == remote_run  # the remote owner is not known to live: its KILLED run is continued
+        other = Tracker(uri, sweep="other", driver="o" * 16, lock_uri=f"{tmp_path}/other/driver.json")
+        other_run = other.start(identity, {**identity.params(), "sweep": "other"}, start_epoch=0)
+        assert other_run != live_run and client.get_run(live_run).info.status == "RUNNING"
+    assert client.get_run(live_run).data.params["sweep"] == "remote"  # params are never changed, only completed

@@ -16,8 +16,8 @@ py_modules), so a node needs only the dependencies.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +72,7 @@ class SweepOptions:
         """Every number a user typed, checked before anything is started or written: one line naming the flag."""
         gpus = self.gpus_per_trial
         checks = [
-            (gpus is None or 0 <= gpus <= 1 or float(gpus).is_integer(), "--gpus-per-trial",
+            (gpus is None or gpus >= 0 and (gpus <= 1 or float(gpus).is_integer()), "--gpus-per-trial",
              f"{gpus}: a share in [0, 1] (0.125 packs 8 trials per GPU) or a whole number of GPUs"),
             (self.cpus_per_trial > 0, "--cpus-per-trial", f"{self.cpus_per_trial}: CPU cores per trial, > 0"),
             (self.max_failures >= 0, "--max-failures", f"{self.max_failures}: retries of a failing trial, >= 0"),
@@ -147,9 +147,11 @@ def check_address(address: str) -> None:
     """A HOST:PORT address must accept a connection: Ray itself would retry it for minutes before failing."""
     import socket
 
-    if address == "auto" or ":" not in address:
+    target = address.split("://")[-1]
+    if address == "auto" or ":" not in target or target.endswith("]"):  # no port given: Ray's default, not ours
         return
-    host, _, port = address.split("://")[-1].rpartition(":")
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
     try:
         with socket.create_connection((host, int(port)), timeout=10):
             return
@@ -166,10 +168,10 @@ def check_tracking_uri(uri: str) -> None:
 
     if uri.startswith(("http://", "https://")):  # MLflow's client retries for minutes; a health check does not
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
-                if response.status == 200:
-                    return
-                problem = f"HTTP {response.status}"
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
+                return
+        except urllib.error.HTTPError:  # a server answered (behind auth, or an older one without /health)
+            return
         except (urllib.error.URLError, OSError, ValueError) as exc:
             problem = str(getattr(exc, "reason", exc))
         raise ConfigError(f"--mlflow-uri {uri}: no MLflow tracking server answers there ({problem}); start one "
@@ -196,9 +198,10 @@ def packing_warnings(gpus_per_trial: float, cpus_per_trial: float, nodes: list[d
         by_gpu = int(node_gpus / gpus_per_trial + 1e-9)
         by_cpu = int(node_cpus / cpus_per_trial + 1e-9)
         if by_cpu < by_gpu:
+            fitting = math.floor(node_cpus / by_gpu * 100) / 100  # rounded down, so it does fit
             lines.append(f"node {node.get('NodeManagerAddress', '?')}: {node_cpus:g} CPUs run {by_cpu} trials at "
                          f"once, but its {node_gpus:g} GPU(s) at {gpus_per_trial:g} each would pack {by_gpu}: the "
-                         f"CPUs limit the packing (--cpus-per-trial {node_cpus / by_gpu:.2g} would not)")
+                         f"CPUs limit the packing (--cpus-per-trial {fitting:g} would not)")
     return lines
 
 
@@ -250,14 +253,14 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     preset = options.preset
     points = expand(preset)
     validate_points(points, preset.epochs, options.batch_size, preset.validate_every)
-    # once, on the driver, before Ray or any file: workers need no copy (or download), an offline run fails in a line
-    weights = resolve_pretrained(options.pretrained or preset.pretrained)
-    print(f"sweep {options.name}: encoder init {weights.name}", flush=True)
     if options.mlflow_uri is None:  # the default store lives in --results
         Path(options.results).mkdir(parents=True, exist_ok=True)
     check_tracking_uri(options.mlflow_uri or default_tracking_uri(Path(options.results)))
     if options.address:  # joined before anything is written: a wrong address is one line
         start_ray(options)
+    # once, on the driver, before Ray or any file: workers need no copy (or download), an offline run fails in a line
+    weights = resolve_pretrained(options.pretrained or preset.pretrained)
+    print(f"sweep {options.name}: encoder init {weights.name}", flush=True)
     cache = ensure_cache(preset.dataset, options.data_root)
     fingerprint = read_manifest(cache)["data_fingerprint"]
     gpus = gpu_share(options)  # resolved here: a trial's precision (from its GPU share) is part of its identity

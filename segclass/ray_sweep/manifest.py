@@ -11,15 +11,19 @@ rerun (fewer seeds, one mode) is fine: it runs a part of the same sweep.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from segclass.errors import TrackingStoreError
 from segclass.ray_sweep.storage import Storage
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "sweep.json"
 LOCK = "driver.json"
@@ -99,7 +103,9 @@ class DriverLock:
 
     def __init__(self, folder: Storage, name: str) -> None:
         self.folder, self.name = folder, name
-        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "driver": uuid.uuid4().hex[:16]}
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "driver": uuid.uuid4().hex[:16],
+                   "machine": _machine()}
+        self.lost = False  # set when another driver took the lock over while this one ran
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -125,10 +131,12 @@ class DriverLock:
                     f"{self.uri}). Wait for it to end, or stop it; a killed driver's lock expires by itself")
             stale = f"{LOCK}.stale-{self.driver_id}"
             if self.folder.rename_away(LOCK, stale):
-                moved = self.folder.read_json(stale)
-                self.folder.delete(stale)
-                if moved != held:  # another driver replaced it between our read and our rename: look again
+                moved = self.folder.read_bytes(stale)
+                if json.loads(moved) != held:  # another driver took it between our read and our rename: give it
+                    self.folder.create_exclusive(LOCK, moved)  # back (unless yet another made a new one), look again
+                    self.folder.delete(stale)
                     continue
+                self.folder.delete(stale)
                 print(f"sweep {self.name}: took over the lock of a driver that is gone (process {held.get('pid')} "
                       f"on {held.get('host')}, last heartbeat {time.time() - float(held.get('heartbeat', 0)):.0f} s "
                       f"ago)", flush=True)
@@ -143,8 +151,12 @@ class DriverLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if self._mine():
-            self.folder.delete(LOCK)
+        released = f"{LOCK}.released-{self.driver_id}"
+        if self._mine() and self.folder.rename_away(LOCK, released):  # what was renamed is checked, not assumed
+            moved = self.folder.read_bytes(released)
+            if json.loads(moved).get("driver") != self.driver_id:  # taken over in between: not ours to remove
+                self.folder.create_exclusive(LOCK, moved)
+            self.folder.delete(released)
 
     def _payload(self) -> bytes:
         return json.dumps({**self.me, "heartbeat": time.time()}, indent=1, sort_keys=True).encode()
@@ -155,14 +167,40 @@ class DriverLock:
 
     def _run(self) -> None:
         while not self._stop.wait(LOCK_STALE_S / 4):
-            if self._mine():  # never renew a lock another driver took over
-                self.folder.write_bytes(LOCK, self._payload())
+            try:
+                if self._mine():  # never renew a lock another driver took over
+                    self.folder.write_bytes(LOCK, self._payload())
+                elif not self.lost:
+                    self.lost = True
+                    log.error("sweep %s: another driver took over %s while this one ran (this driver was seen as "
+                              "gone: paused, or its heartbeats failed); stop this driver: two drivers of one sweep "
+                              "train into the same checkpoints", self.name, self.uri)
+            except (OSError, ValueError) as exc:  # a storage hiccup must not end the heartbeats
+                log.warning("sweep %s: could not renew %s (%s); trying again in %.0f s", self.name, self.uri, exc,
+                            LOCK_STALE_S / 4)
+
+
+def _machine() -> str:
+    """This machine and process namespace (boot id and PID-namespace inode): a pid means the same process
+    only where these match, so a container sharing the host's name is not judged by a pid it cannot see."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
 
 
 def lock_is_live(held: dict[str, Any], me: dict[str, Any] | None = None) -> bool:
-    """Whether the driver a lock names is alive: its process (same host) or a fresh heartbeat (elsewhere)."""
-    host = socket.gethostname()
-    if held.get("host") == host:
+    """Whether the driver a lock names is alive.
+
+    Its heartbeat (renewed every LOCK_STALE_S / 4) must be younger than
+    LOCK_STALE_S, comparing clocks of two hosts (keep them in sync, NTP); in
+    the same machine and PID namespace, a driver whose process is gone is dead
+    at once (a killed driver on this machine does not hold its sweep for 2 min).
+    """
+    fresh = time.time() - float(held.get("heartbeat", 0)) < LOCK_STALE_S
+    machine = _machine()
+    if held.get("host") == socket.gethostname() and machine and held.get("machine") == machine:
         if me is not None and held.get("pid") == me["pid"] and held.get("driver") != me.get("driver"):
             return False  # an earlier driver of this very process (a test, a notebook) that did not release
         try:
@@ -170,17 +208,25 @@ def lock_is_live(held: dict[str, Any], me: dict[str, Any] | None = None) -> bool
         except ProcessLookupError:
             return False
         except PermissionError:  # another user's live process
-            return True
+            return fresh
         except (KeyError, TypeError, ValueError):
             return False
-        return True
-    return time.time() - float(held.get("heartbeat", 0)) < LOCK_STALE_S
+        return fresh  # a reused pid keeps no lock alive: a live driver beats
+    return fresh
 
 
-def driver_is_live(folder: Storage, driver: str) -> bool:
-    """Whether the driver `driver` still holds the lock in `folder` (the sweep folder a run's tag names)."""
+def owner_state(folder: Storage, driver: str) -> str:
+    """`live`, `gone` or `unknown`: what the lock in `folder` (the sweep folder a run's tag names) says of `driver`.
+
+    `unknown` when the folder cannot be seen from here (another host's local
+    path, storage without credentials): a run is never ended on a guess.
+    """
     try:
+        if not folder.exists(""):
+            return "unknown"
         held = folder.read_json(LOCK)
     except (OSError, ValueError):
-        return False
-    return held is not None and held.get("driver") == driver and lock_is_live(held)
+        return "unknown"
+    if held is None or held.get("driver") != driver:  # released, or taken over by a later driver
+        return "gone"
+    return "live" if lock_is_live(held) else "gone"

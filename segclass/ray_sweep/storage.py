@@ -58,12 +58,12 @@ class Storage:
         return Storage("/".join([self.uri.rstrip("/"), *parts]))
 
     def exists(self, name: str) -> bool:
-        """Whether a file or folder `name` exists under this folder."""
+        """Whether a file or folder `name` exists under this folder ("": the folder itself)."""
         if self.fs is None:
-            return Path(self.path(name)).exists()
+            return Path(self.path(name) if name else self.root).exists()
         from pyarrow import fs
 
-        return self.fs.get_file_info(self.path(name)).type != fs.FileType.NotFound
+        return self.fs.get_file_info(self.path(name) if name else self.root).type != fs.FileType.NotFound
 
     def list(self, name: str = "") -> list[str]:
         """Names directly under `name` (empty when it does not exist)."""
@@ -141,10 +141,13 @@ class Storage:
                 return True
             except FileNotFoundError:
                 return False
-        if not self.exists(name):
+        try:
+            if not self.exists(name):
+                return False
+            self.fs.move(self.path(name), self.path(new_name))  # copy + delete on object stores
+            return True
+        except (FileNotFoundError, OSError):  # another driver moved it first
             return False
-        self.fs.move(self.path(name), self.path(new_name))
-        return True
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         """The JSON file `name`, or None when it does not exist."""

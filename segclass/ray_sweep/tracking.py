@@ -111,45 +111,60 @@ class Tracker:
         wanted = {i.digest for i in identities}
         found, index, open_runs = StoreSurvey(), {}, []
         queries = sorted({(self.experiment_id(i), i.settings_hash) for i in identities})
+        for experiment in sorted({e for e, _ in queries}):  # the filter hides runs without identity tags:
+            for oldest in self.client.search_runs([experiment], max_results=1, order_by=["attributes.start_time ASC"]):
+                check_run_is_current(oldest.data.tags, self.tracking_uri)  # a store of old segclass is refused
         for experiment, settings in queries:
             for run in iter_runs(self.client, experiment, f"tags.`{SETTINGS_TAG}` = '{settings}'"):
                 check_run_is_current(run.data.tags, self.tracking_uri)
                 digest = run.data.tags.get(IDENTITY_TAG)
                 if run.info.status == FINISHED:
                     found.finished.add(digest)
-                elif run.info.status == "RUNNING" and SUPERSEDED_TAG not in run.data.tags:
+                elif SUPERSEDED_TAG not in run.data.tags:
                     open_runs.append(run)
                 if digest in wanted:
                     index.setdefault(digest, []).append(run.info.run_id)
         found.finished &= wanted
         if end_orphans:
+            states: dict[tuple[str, str], str] = {}
             for run in open_runs:
                 digest = run.data.tags.get(IDENTITY_TAG)
                 if digest in found.finished:
                     continue
-                if self._owner_lives(run.data.tags):
+                key = (run.data.tags.get(OWNER_TAG, ""), run.data.tags.get(OWNER_LOCK_TAG, ""))
+                state = states.setdefault(key, self._owner_state(run.data.tags))
+                if state == "live":  # a FAILED run between a trial's retries counts too
                     if digest in wanted:
                         found.elsewhere[digest] = run.data.tags.get(SWEEP_TAG) or "another sweep"
-                else:  # its driver is gone: never left RUNNING; a driver that trains it reattaches
+                elif state == "gone" and run.info.status == "RUNNING":  # never left RUNNING; reattached if trained
                     self.client.set_terminated(run.info.run_id, status="KILLED")
                     found.ended.append(run.info.run_id)
         if self._index is None:
             self._index = index
         return found
 
-    def _owner_lives(self, tags: dict[str, str]) -> bool:
-        """Whether the run's owner is a live driver other than this one (its lock names it, heartbeat fresh)."""
-        from segclass.ray_sweep.manifest import driver_is_live
+    def _may_take(self, run) -> bool:
+        """A run this driver may continue or supersede: not one a live driver owns, nor a RUNNING one whose owner
+        cannot be judged from here (it may be training on another host)."""
+        state = self._owner_state(run.data.tags)
+        return state in ("gone", "none") or state == "unknown" and run.info.status != "RUNNING"
+
+    def _owner_state(self, tags: dict[str, str]) -> str:
+        """`live` (a driver other than this one, its lock fresh), `gone`, `unknown` (a lock this host cannot
+        read: such runs are never ended on a guess) or `none` (no owner recorded: a Tracker used without a driver,
+        or an older segclass; continued as before owners existed, never ended)."""
+        from segclass.ray_sweep.manifest import owner_state
         from segclass.ray_sweep.storage import Storage
 
         owner, lock = tags.get(OWNER_TAG), tags.get(OWNER_LOCK_TAG)
-        if not owner or not lock or owner == self.owner.get(OWNER_TAG):
-            return False
-        folder, _, _ = lock.rpartition("/")
+        if not owner or not lock:
+            return "none"
+        if owner == self.owner.get(OWNER_TAG):
+            return "gone"  # this driver's own run: not another's
         try:
-            return driver_is_live(Storage(folder), owner)
-        except Exception:  # noqa: BLE001 - a lock we cannot read (storage gone): its driver is not ours to wait on
-            return False
+            return owner_state(Storage(lock.rpartition("/")[0]), owner)
+        except Exception:  # noqa: BLE001 - storage this host cannot open: never end a run on a guess
+            return "unknown"
 
     # -- writing (writer thread only) ----------------------------------------
     def start(self, identity: TrialIdentity, params: dict[str, Any], start_epoch: int) -> str:
@@ -170,7 +185,8 @@ class Tracker:
         else:
             runs = list(iter_runs(self.client, self.experiment_id(identity), f"tags.`{IDENTITY_TAG}` = '{digest}'"))
         finished = [r for r in runs if r.info.status == FINISHED]
-        open_runs = [r for r in runs if r.info.status != FINISHED and SUPERSEDED_TAG not in r.data.tags]
+        open_runs = [r for r in runs if r.info.status != FINISHED and SUPERSEDED_TAG not in r.data.tags
+                     and self._may_take(r)]
         run_id, superseded = None, []
         if finished:  # a trial replayed after its run was finished: never a second run
             run_id = finished[0].info.run_id
@@ -217,11 +233,16 @@ class Tracker:
         return run.info.run_id
 
     def _claim(self, run_id: str, params: dict[str, Any]) -> None:
-        """Make this driver the run's owner and log its params (again: MLflow accepts a param logged twice with
-        the same value, and a run's params follow from its identity)."""
+        """Make this driver the run's owner and log the params the run lacks (a create whose params failed).
+
+        Params it has are left: MLflow refuses to change a param, and those
+        that may differ between two sweeps of one identity (`sweep`, `preset`)
+        name the sweep that made the run.
+        """
         from mlflow.entities import Param, RunTag
 
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
+        have = self.client.get_run(run_id).data.params
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in have],
                               tags=[RunTag(k, v) for k, v in self.owner.items()])
 
     def has_run(self, digest: str) -> bool:
