@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from segclass.errors import TrackingStoreError
-from segclass.grid import GridPoint
+from segclass.grid import GridPoint, percent
 
 #: Bump when a code change alters what a trial computes (metrics, weights), so
 #: runs of the old code are not counted as finished for the new one.
@@ -154,7 +154,8 @@ class TrialIdentity:
         params: dict[str, Any] = {
             "study": point.study, "dataset": point.dataset, "mode": point.mode, "seed": point.seed,
             "variant": point.variant, "budget": point.budget,
-            "seg_percent" if point.study == "segmentation" else "cls_percent": round(point.swept_fraction * 100, 4),
+            # written as the run name writes it (s=5 -> '5', s=2.5 -> '2.5'): `params.seg_percent = '5'` finds it
+            "seg_percent" if point.study == "segmentation" else "cls_percent": percent(point.swept_fraction),
             "pretrained": pretrained_name or RANDOM_INIT,
         }
         params.update(self.settings_dict)

@@ -31,7 +31,7 @@ def test_identity_covers_everything_that_decides_a_result():
     assert _identity(GridPoint("segmentation", "bach", "S", 1.0, 3)).settings_hash == base.settings_hash
     assert _identity(epochs=1).settings_hash != base.settings_hash
     params = base.params("resnet18.pth")
-    assert params["epochs"] == 100 and params["seg_percent"] == 5.0 and params["pretrained"] == "resnet18.pth"
+    assert params["epochs"] == 100 and params["seg_percent"] == "5" and params["pretrained"] == "resnet18.pth"
 
 
 def test_manifest_refuses_other_datasets_settings_and_unasked_growth(tmp_path):

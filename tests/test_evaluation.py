@@ -36,6 +36,10 @@ def test_trainer_test_metrics_equal_predict_metrics_on_the_source_file(tiny_trai
     from_trainer = {key[len("test_"):]: value for key, value in report.items()
                     if key.startswith("test_") and not key.startswith("test_best_")}
     assert predicted["metrics"] == from_trainer  # identical, confusion matrices included
+    err = capsys.readouterr().err
+    assert f"{item.name}: macro F1 {from_trainer['macro_f1']:.3f}" in err  # said on the console, and pooled:
+    assert f"pooled over 1 input(s) with ground truth: macro F1 {from_trainer['macro_f1']:.3f}" in err
+    assert json.loads((tmp_path / "pooled_metrics.json").read_text())["macro_f1"] == from_trainer["macro_f1"]
     assert {"macro_f1", "paper_micro_f1", "tissue_macro_f1", "tissue_confusion_matrix"} <= set(from_trainer)
     tissue_pixels = np.sum(from_trainer["tissue_confusion_matrix"])
     assert 0 < tissue_pixels < np.sum(from_trainer["confusion_matrix"]), "the slide must hold glass and tissue"

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score
 
+from segclass.palette import PALETTE
 from segclass.data.arrays import EvalImage
 from segclass.evaluation import predict_eval_image
 from segclass.predict.__main__ import build_parser, main
@@ -66,7 +67,9 @@ def test_slide_prediction_outputs_and_metrics(checkpoint, slide, tiny_root, tmp_
                      "--tiff", "always", "--batch-size", "5")
     assert code == 0, err
     rgb = read_image(slide, 1.25).rgb
-    mask = np.asarray(Image.open(out / "slide_03_mask.png"))
+    with Image.open(out / "slide_03_mask.png") as written:  # a palette PNG: ids as values, class colours shown
+        assert written.mode == "P" and written.getpalette()[3:6] == PALETTE[1].tolist()
+        mask = np.asarray(written)
     assert mask.shape == rgb.shape[:2] == (320, 320)
     assert not mask[~foreground_mask(rgb)].any(), "background must be class 0"
     assert (mask == _expected_mask(checkpoint, rgb)).mean() > 0.999

@@ -92,7 +92,7 @@ def test_smoke_sweep_rerun_growth_and_identity(tmp_path, tiny_root):
         assert {"dataset", "mode", "seg_percent", "seed", "variant", "budget", "epochs", "batch_size", "lr",
                 "augment", "pretrained", "pretrained_sha256", "data_fingerprint", "result_version",
                 "precision"} <= set(params)
-        assert params["epochs"] == "1" and params["precision"] == "fp32"
+        assert params["epochs"] == "1" and params["precision"] == "fp32" and params["seg_percent"] in {"25", "100"}
         assert {"final_test_macro_f1", "final_test_paper_micro_f1", "final_test_pixel_accuracy",
                 "final_test_f1_invasive", "val_macro_f1", "train_loss"} <= set(run.data.metrics)
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1]

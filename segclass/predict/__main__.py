@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(message)s", stream=sys.stderr)
-    from segclass.predict.run import PredictOptions, predict_many
+    from segclass.predict import outputs
+    from segclass.predict.run import PredictOptions, pooled_metrics, predict_many
     from segclass.predict.source import checkpoint_file
     from segclass.predict.truth import find_truth
     from segclass.model_file import load_model
@@ -121,6 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     truths = [find_truth(path, masks, i) for i, path in enumerate(inputs)] if masks else None
     results, failures = predict_many(trained, inputs, options, truths)
+    for result in results:
+        if "metrics" in result:
+            metrics = result["metrics"]
+            print(f"{result['name']}: macro F1 {metrics['macro_f1']:.3f}, paper-micro F1 "
+                  f"{metrics['paper_micro_f1']:.3f}, pixel accuracy {metrics['pixel_accuracy']:.3f}", file=sys.stderr)
+    pooled = pooled_metrics(results, trained.class_names)
+    if pooled is not None:
+        scored = sum("metrics" in r for r in results)
+        print(f"pooled over {scored} input(s) with ground truth: macro F1 {pooled['macro_f1']:.3f}, paper-micro F1 "
+              f"{pooled['paper_micro_f1']:.3f} (one confusion matrix, as a trial's test metrics)", file=sys.stderr)
+        outputs.write_json(options.out_dir / "pooled_metrics.json", pooled)
     print(f"predicted {len(results)} of {len(inputs)} inputs into {options.out_dir} (see predictions.csv)",
           file=sys.stderr)
     if failures:

@@ -1,6 +1,8 @@
 """What a prediction leaves on disk: mask, overlay, areas, comparison with ground truth.
 
-Per input `<name>`: `<name>_mask.png` (class ids, mode L), `<name>_mask.tiff`
+Per input `<name>`: `<name>_mask.png` (a palette PNG: the pixel values are the
+class ids, the palette gives them the class colours, so any viewer shows the
+classes and any reader gets the ids), `<name>_mask.tiff`
 (pyramidal, with the slide's resolution, for large slides: QuPath and
 OpenSlide open it as a layer), `<name>_overlay.png` (thumbnail with class
 colours and a legend), `<name>_areas.csv` and `<name>.json` (areas, settings,
@@ -27,11 +29,18 @@ def write_mask(out: Path, name: str, mask: np.ndarray, mpp: float | None, tiff: 
     from segclass.slide import write_pyramidal_tiff
 
     paths = [out / f"{name}_mask.png"]
-    atomic_write(paths[0], lambda p: Image.fromarray(mask, mode="L").save(p, format="PNG"))
+    atomic_write(paths[0], lambda p: palette_image(mask).save(p, format="PNG"))
     if tiff:
         paths.append(out / f"{name}_mask.tiff")
         atomic_write(paths[1], lambda p: write_pyramidal_tiff(p, mask, mpp))
     return paths
+
+
+def palette_image(mask: np.ndarray) -> Image.Image:
+    """A mode-P image whose pixel values are the class ids of `mask` and whose palette holds the class colours."""
+    image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="L").convert("P")
+    image.putpalette(class_colours(256).ravel().tolist())
+    return image
 
 
 def class_areas(mask_counts: np.ndarray, tissue_counts: np.ndarray, class_names: tuple[str, ...],

@@ -202,6 +202,21 @@ def predict_many(trained: TrainedModel, paths: list[Path], options: PredictOptio
     return results, failures
 
 
+def pooled_metrics(results: list[dict[str, Any]], class_names: tuple[str, ...]) -> dict[str, Any] | None:
+    """Metrics of all inputs with ground truth pooled into one confusion matrix, as a trial's test metrics pool
+    its test slides (so predicting a trial's test slides gives its test macro F1); None without ground truth."""
+    from segclass.metrics import PixelScores
+
+    scored = [r["metrics"] for r in results if "metrics" in r]
+    if not scored:
+        return None
+    pooled = PixelScores(len(class_names))
+    for metrics in scored:
+        pooled.all_pixels.counts += np.asarray(metrics["confusion_matrix"], dtype=pooled.all_pixels.counts.dtype)
+        pooled.tissue.counts += np.asarray(metrics["tissue_confusion_matrix"], dtype=pooled.tissue.counts.dtype)
+    return pooled.summary(list(class_names))
+
+
 def write_index(path: Path, results: list[dict[str, Any]], failures: list[Failure]) -> Path:
     """One row per input: where it went, how fast, how much of each class, how good (with truth)."""
     rows = []

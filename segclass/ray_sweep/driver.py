@@ -253,14 +253,14 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     preset = options.preset
     points = expand(preset)
     validate_points(points, preset.epochs, options.batch_size, preset.validate_every)
-    if options.mlflow_uri is None:  # the default store lives in --results
-        Path(options.results).mkdir(parents=True, exist_ok=True)
-    check_tracking_uri(options.mlflow_uri or default_tracking_uri(Path(options.results)))
-    if options.address:  # joined before anything is written: a wrong address is one line
-        start_ray(options)
     # once, on the driver, before Ray or any file: workers need no copy (or download), an offline run fails in a line
     weights = resolve_pretrained(options.pretrained or preset.pretrained)
     print(f"sweep {options.name}: encoder init {weights.name}", flush=True)
+    if options.mlflow_uri is None:  # the default store lives in --results
+        Path(options.results).mkdir(parents=True, exist_ok=True)
+    check_tracking_uri(options.mlflow_uri or default_tracking_uri(Path(options.results)))
+    if options.address:  # joined before the sweep's manifest is written: a wrong address is one line
+        start_ray(options)
     cache = ensure_cache(preset.dataset, options.data_root)
     fingerprint = read_manifest(cache)["data_fingerprint"]
     gpus = gpu_share(options)  # resolved here: a trial's precision (from its GPU share) is part of its identity
