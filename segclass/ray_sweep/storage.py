@@ -16,10 +16,13 @@ resuming a killed sweep and growing it are the same operation.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def is_local(uri: str) -> bool:
@@ -100,11 +103,14 @@ class Storage:
 
         On a local or shared (NFS) folder the whole file is written under a
         temporary name and hard-linked into place: the link fails when `name`
-        exists, atomically, and a reader never sees half of it. Object stores
-        reached through pyarrow offer no conditional write: there the file is
-        written when absent, then read back after a pause; only the writer
-        whose bytes are there wins (last-writer-wins within the pause is the
-        remaining window; docs/sweep.md says so).
+        exists, atomically, and a reader never sees half of it. On S3 (with
+        boto3) and Google Cloud Storage (with google-cloud-storage) the object
+        is written by a conditional write the store itself decides (S3
+        `If-None-Match: *`, GCS `ifGenerationMatch=0`). Elsewhere, or without
+        those libraries, the file is written when absent and read back after a
+        pause: only the writer whose bytes are there wins, and two writers
+        within the pause remain a window (said once, with the package to
+        install; docs/sweep.md).
         """
         if self.fs is None:
             import os
@@ -125,11 +131,44 @@ class Storage:
                 Path(temporary).unlink(missing_ok=True)
         import time
 
+        created = self._create_exclusive_in_object_store(name, payload)
+        if created is not None:
+            return created
         if self.exists(name):
             return False
         self.write_bytes(name, payload)
         time.sleep(1.0)
         return self.exists(name) and self.read_bytes(name) == payload
+
+    def _create_exclusive_in_object_store(self, name: str, payload: bytes) -> bool | None:
+        """The store's own conditional write; None where this store or this machine has none."""
+        scheme = self.uri.partition("://")[0]
+        bucket, _, key = self.path(name).partition("/")
+        if scheme == "s3":
+            try:
+                import boto3
+                from botocore.exceptions import ClientError
+            except ImportError:
+                return _no_conditional_write(self.uri, "boto3")
+            try:  # boto3 reads the same AWS_* settings (AWS_ENDPOINT_URL too) as pyarrow
+                boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=payload, IfNoneMatch="*")
+                return True
+            except ClientError as error:  # 412: the object exists; 409: a concurrent conditional write won
+                if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                    return False
+                raise OSError(f"{self.uri}/{name}: {error}") from error
+        if scheme in ("gs", "gcs"):
+            try:
+                from google.api_core.exceptions import PreconditionFailed
+                from google.cloud import storage
+            except ImportError:
+                return _no_conditional_write(self.uri, "google-cloud-storage")
+            try:
+                storage.Client().bucket(bucket).blob(key).upload_from_string(payload, if_generation_match=0)
+                return True
+            except PreconditionFailed:
+                return False
+        return _no_conditional_write(self.uri, "")
 
     def rename_away(self, name: str, new_name: str) -> bool:
         """Move `name` to `new_name`; False when `name` was gone (someone else moved it first). Atomic locally."""
@@ -184,3 +223,17 @@ class Storage:
         fs.copy_files(self.path(name), str(target), source_filesystem=self.fs,
                       destination_filesystem=fs.LocalFileSystem())
         return target
+
+
+_WARNED: set[str] = set()
+
+
+def _no_conditional_write(uri: str, package: str) -> None:
+    """Say once per storage that its exclusive creates fall back to write-then-read-back."""
+    if uri not in _WARNED:
+        _WARNED.add(uri)
+        fix = (f"pip install {package} for the store's conditional write" if package
+               else "use a shared folder, s3:// or gs://")
+        log.warning("%s: no conditional write here; the sweep's lock is taken by write-then-read-back, which two "
+                    "drivers starting within a second can both pass (%s)", uri, fix)
+    return None
