@@ -330,3 +330,31 @@ def test_runs_of_unknown_owners_are_left_and_live_owners_runs_never_taken(tmp_pa
         other_run = other.start(identity, {**identity.params(), "sweep": "other"}, start_epoch=0)
         assert other_run != live_run and client.get_run(live_run).info.status == "RUNNING"
     assert client.get_run(live_run).data.params["sweep"] == "remote"  # params are never changed, only completed
+
+
+def test_two_drivers_that_found_an_identity_free_leave_it_to_one_claim(tmp_path):
+    from mlflow import MlflowClient
+
+    from segclass.ray_sweep.manifest import DriverLock
+    from segclass.ray_sweep.tracking import Tracker
+    from segclass.schema import OWNER_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    identity = _identity()
+    first_lock = DriverLock(Storage(str(tmp_path)).child("sweep-a"), "sweep-a")
+    second_lock = DriverLock(Storage(str(tmp_path)).child("sweep-b"), "sweep-b")
+    with first_lock, second_lock:
+        first, second = (Tracker(uri, sweep=lock.name, driver=lock.driver_id, lock_uri=lock.uri)
+                         for lock in (first_lock, second_lock))
+        assert first.survey([identity]).elsewhere == second.survey([identity]).elsewhere == {}  # both: free
+        assert first.claim([identity]) == {}
+        assert second.claim([identity]) == {identity.digest: "sweep-a"}  # its own claim lost: its run is gone
+        runs = client.search_runs([first.experiment_id(identity)])
+        assert [(r.info.status, r.data.tags[OWNER_TAG]) for r in runs] == [("SCHEDULED", first_lock.driver_id)]
+        assert first.start(identity, identity.params(), start_epoch=0) == runs[0].info.run_id  # trains in its claim
+        assert client.get_run(runs[0].info.run_id).info.status == "RUNNING"
+        # a driver stopped before a claimed trial reported leaves no SCHEDULED run behind
+        unstarted = _identity(GridPoint("segmentation", "bach", "S", 0.05, 1))
+        assert first.claim([unstarted]) == {} and first.release_unstarted() == 1
+        assert [r.info.run_id for r in client.search_runs([first.experiment_id(identity)])] == [runs[0].info.run_id]

@@ -128,6 +128,36 @@ def test_two_sweeps_at_once_on_a_cluster_with_a_tracking_server(tmp_path, tiny_r
         kill_session(server)
 
 
+def test_two_sweeps_of_the_same_identities_at_once_train_each_once(tmp_path, tiny_root):
+    """Both find every identity free at start; their claims decide, so each identity is trained by one of them."""
+    uri, server = _tracking_server(tmp_path)
+    ledger = tmp_path / "ledger.txt"  # every epoch any trial of either sweep trains
+    try:
+        start = time.time() + 8  # both processes past their imports: their surveys and claims meet
+        at_start = ("import runpy, sys, time; time.sleep(float(sys.argv[1]) - time.time()); sys.argv = sys.argv[2:]; "
+                    "runpy.run_path(sys.argv[0], run_name='__main__')")
+        processes = {name: subprocess.Popen(
+            [sys.executable, "-c", at_start, str(start),
+             *_command(tmp_path, tiny_root, "--mlflow-uri", uri, "--num-cpus", "1", name=name,
+                       hooks=("--ledger", str(ledger)))[1:]],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path) for name in ("ours", "theirs")}
+        outputs = {}
+        for name, process in processes.items():
+            outputs[name], _ = process.communicate(timeout=900)
+            assert process.returncode == 0, outputs[name][-4000:]
+        client, runs = _runs(tmp_path, uri)
+        assert sorted(r.data.tags[KEY_TAG] for r in runs) == sorted(p.key for p in SMOKE)  # one run per identity
+        assert all(r.info.status == "FINISHED" for r in runs)
+        for run in runs:  # one training per run: each epoch once in its history
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1]
+        trained = [tuple(line.split(" ")[:2]) for line in ledger.read_text().splitlines()]
+        assert sorted(trained) == sorted((p.key, "1") for p in SMOKE), "an identity was trained twice, or never"
+        left = sum(output.count("is training this trial now") for output in outputs.values())
+        assert left == len(SMOKE), outputs  # every trial one sweep ran, the other left with a line naming it
+    finally:
+        kill_session(server)
+
+
 def _raylet_pids(node_manager_port: int) -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 #: BACH-sized trial): 0.35 GPU-seconds per trial-epoch at 8 per GPU against 0.61 at 4 and 1.79 at 1, each
 #: trial under 0.5 GiB of GPU memory (docs/benchmarks.md, "The cost of one trial").
 DEFAULT_GPUS_PER_TRIAL = 0.125
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -304,13 +305,13 @@ def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str,
     if not options.keep_trial_files:  # a driver killed between MLflow's FINISHED and the folder's removal
         for digest in finished & set(sweep_folder.list("trials")):
             sweep_folder.delete(f"trials/{digest}")
-    for point in points:
-        elsewhere = found.elsewhere.get(identities[point.key].digest)
-        if elsewhere and point.key not in summary.skipped:
-            summary.elsewhere.append(point.key)
-            print(f"sweep {options.name}: {point.run_name}: sweep {elsewhere} is training this trial now (same "
-                  "identity); skipped here, a later run picks it up if that sweep does not finish it", flush=True)
-    todo = [p for p in points if identities[p.key].digest not in finished and p.key not in summary.elsewhere]
+    todo = [p for p in points if identities[p.key].digest not in finished]
+    _leave_to_other_sweeps(options.name, todo, identities, found.elsewhere, summary)
+    todo = [p for p in todo if p.key not in summary.elsewhere]
+    # two sweeps that started at once both found these free: the claim decides which trains each
+    _leave_to_other_sweeps(options.name, todo, identities, tracker.claim([identities[p.key] for p in todo]),
+                           summary)
+    todo = [p for p in todo if p.key not in summary.elsewhere]
     elsewhere = f", {len(summary.elsewhere)} being trained by other sweeps" if summary.elsewhere else ""
     print(f"sweep {options.name}: {counted(len(points), 'grid point')}, {len(summary.skipped)} already finished "
           f"(skipped){elsewhere}, {len(todo)} to run", flush=True)
@@ -324,11 +325,27 @@ def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str,
         summary.experiments.append(experiment)
     finally:
         stats = writer.close()
+        try:  # claims of trials that never reported (an interrupted driver) are not left SCHEDULED
+            tracker.release_unstarted()
+        except Exception as exc:  # noqa: BLE001 - the next driver takes them over anyway
+            log.warning("sweep %s: could not remove the MLflow runs of trials that never started: %s",
+                        options.name, exc)
     summary.tracking_errors = stats.errors
     now_finished = tracker.finished_identities([identities[p.key] for p in todo])
     summary.ran = [p.key for p in todo if identities[p.key].digest in now_finished]
     summary.failed = [p.key for p in todo if identities[p.key].digest not in now_finished]
     return summary
+
+
+def _leave_to_other_sweeps(name: str, points: list[GridPoint], identities: dict[str, TrialIdentity],
+                           held: dict[str, str], summary: SweepSummary) -> None:
+    """Record and say which of `points` another live sweep holds (`held`: identity digest -> that sweep)."""
+    for point in points:
+        other = held.get(identities[point.key].digest)
+        if other and point.key not in summary.elsewhere:
+            summary.elsewhere.append(point.key)
+            print(f"sweep {name}: {point.run_name}: sweep {other} is training this trial now (same identity); "
+                  "skipped here, a later run picks it up if that sweep does not finish it", flush=True)
 
 
 def _run_tune(options: SweepOptions, todo: list[GridPoint], identities: dict[str, TrialIdentity],

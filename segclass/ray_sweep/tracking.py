@@ -12,7 +12,9 @@ that driver's lock file (`segclass.driver_lock`), whose heartbeat says
 whether it lives. A driver never takes over a run a live driver owns: the
 trial is left to that sweep, with a line. A run left RUNNING by a driver that
 is gone is ended (KILLED) when the next driver of its settings starts; it is
-resumed (reattached) when that driver trains the trial.
+resumed (reattached) when that driver trains the trial. Before its trials
+start, a driver claims each identity (`Tracker.claim`), so two sweeps started
+at the same moment train it once between them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ from segclass.schema import (FINAL_METRIC_PREFIXES, FINAL_PREFIX, FINISHED, IDEN
 log = logging.getLogger(__name__)
 #: MLflow's log_batch takes at most 1,000 metrics per call.
 BATCH_LIMIT = 1000
+#: Seconds a driver waits after claiming its trials on a tracking server before reading who holds each:
+#: longer than the clock difference of two hosts whose drivers start at once (`Tracker.claim`).
+CLAIM_SETTLE_S = 2.0
+#: Run statuses of a training that has not ended: a driver that is gone never leaves them so.
+OPEN_STATUSES = ("RUNNING", "SCHEDULED")
 
 
 def is_server(tracking_uri: str) -> bool:
@@ -69,6 +76,7 @@ class Tracker:
         # digest -> ids of its runs, from the scan `finished_identities` makes anyway: lets `start` skip a
         # tag search per trial (which costs O(runs in the store) on SQLite)
         self._index: dict[str, list[str]] | None = None
+        self._made: dict[str, str] = {}  # digest -> the run `claim` created for it
 
     # -- lookup -------------------------------------------------------------
     def experiment_id(self, identity: TrialIdentity) -> str:
@@ -114,16 +122,14 @@ class Tracker:
         for experiment in sorted({e for e, _ in queries}):  # the filter hides runs without identity tags:
             for oldest in self.client.search_runs([experiment], max_results=1, order_by=["attributes.start_time ASC"]):
                 check_run_is_current(oldest.data.tags, self.tracking_uri)  # a store of old segclass is refused
-        for experiment, settings in queries:
-            for run in iter_runs(self.client, experiment, f"tags.`{SETTINGS_TAG}` = '{settings}'"):
-                check_run_is_current(run.data.tags, self.tracking_uri)
-                digest = run.data.tags.get(IDENTITY_TAG)
-                if run.info.status == FINISHED:
-                    found.finished.add(digest)
-                elif SUPERSEDED_TAG not in run.data.tags:
-                    open_runs.append(run)
-                if digest in wanted:
-                    index.setdefault(digest, []).append(run.info.run_id)
+        for run in self._runs_of_settings(identities):
+            digest = run.data.tags.get(IDENTITY_TAG)
+            if run.info.status == FINISHED:
+                found.finished.add(digest)
+            elif SUPERSEDED_TAG not in run.data.tags:
+                open_runs.append(run)
+            if digest in wanted:
+                index.setdefault(digest, []).append(run.info.run_id)
         found.finished &= wanted
         if end_orphans:
             states: dict[tuple[str, str], str] = {}
@@ -136,18 +142,94 @@ class Tracker:
                 if state == "live":  # a FAILED run between a trial's retries counts too
                     if digest in wanted:
                         found.elsewhere[digest] = run.data.tags.get(SWEEP_TAG) or "another sweep"
-                elif state == "gone" and run.info.status == "RUNNING":  # never left RUNNING; reattached if trained
+                elif state == "gone" and run.info.status in OPEN_STATUSES:  # never left open; reattached if trained
                     self.client.set_terminated(run.info.run_id, status="KILLED")
                     found.ended.append(run.info.run_id)
         if self._index is None:
             self._index = index
         return found
 
+    def _runs_of_settings(self, identities: list[TrialIdentity]):
+        """Every run of these identities' settings: one filtered query per experiment and settings."""
+        for experiment, settings in sorted({(self.experiment_id(i), i.settings_hash) for i in identities}):
+            for run in iter_runs(self.client, experiment, f"tags.`{SETTINGS_TAG}` = '{settings}'"):
+                check_run_is_current(run.data.tags, self.tracking_uri)
+                yield run
+
+    def claim(self, identities: list[TrialIdentity]) -> dict[str, str]:
+        """Make this driver the one that trains `identities`; returns those another sweep holds (digest -> sweep).
+
+        Two sweeps started at once with the same identities both find nothing
+        in `survey`. So each driver first claims every identity it is to train:
+        it takes the identity's open run whose owner is gone (the run's owner
+        tags now name this driver) or creates one, SCHEDULED until its trial
+        reports. After a pause for the other drivers' claims to land, each
+        identity belongs to one claim every driver agrees on: a FINISHED run,
+        else the oldest open run (start time, then run id) of a live owner,
+        under its owner tag as it now reads. A driver whose claim lost deletes
+        the run it made and leaves the trial to the holder. Start times come
+        from each driver's clock, so the pause (CLAIM_SETTLE_S, on a tracking
+        server) must exceed the hosts' clock difference: keep clocks in sync
+        (NTP), as the driver lock's heartbeat needs anyway.
+        """
+        from mlflow.entities import RunTag
+
+        if not identities:
+            return {}
+        for identity in identities:
+            takeable = [r for r in self._runs_of_identity(identity) if r.info.status != FINISHED
+                        and SUPERSEDED_TAG not in r.data.tags and self._may_take(r)]
+            if takeable:
+                run = max(takeable, key=lambda r: r.info.start_time)
+                self.client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in self.owner.items()])
+            else:
+                self._made[identity.digest] = self._create(identity, status="SCHEDULED")
+        if is_server(self.tracking_uri):  # a local store is one machine and one clock: nothing to wait for
+            time.sleep(CLAIM_SETTLE_S)
+        held: dict[str, list] = {}
+        for run in self._runs_of_settings(identities):
+            held.setdefault(run.data.tags.get(IDENTITY_TAG), []).append(run)
+        lost, me = {}, self.owner.get(OWNER_TAG)
+        for identity in identities:
+            runs = held.get(identity.digest, [])
+            finished = [r for r in runs if r.info.status == FINISHED]
+            contenders = [r for r in runs if r.info.status != FINISHED and SUPERSEDED_TAG not in r.data.tags
+                          and (r.data.tags.get(OWNER_TAG) == me or self._owner_state(r.data.tags) == "live")]
+            holder = finished[0] if finished else min(contenders, key=lambda r: (r.info.start_time, r.info.run_id),
+                                                      default=None)
+            if holder is None or holder.data.tags.get(OWNER_TAG) == me and holder.info.status != FINISHED:
+                continue
+            lost[identity.digest] = holder.data.tags.get(SWEEP_TAG) or "another sweep"
+            made = self._made.pop(identity.digest, None)
+            if made:  # never trained: nothing of it is kept
+                self.client.delete_run(made)
+                if self._index is not None:
+                    self._index[identity.digest].remove(made)
+        return lost
+
+    def release_unstarted(self) -> int:
+        """Delete the runs `claim` made for trials that never reported (a driver stopped early); returns how many.
+
+        Runs this driver took over keep their history and status: the next
+        driver takes them again.
+        """
+        unstarted = [run_id for digest, run_id in self._made.items() if digest not in self._runs]
+        for run_id in unstarted:
+            self.client.delete_run(run_id)
+        self._made.clear()
+        return len(unstarted)
+
+    def _runs_of_identity(self, identity: TrialIdentity) -> list:
+        if self._index is not None:  # the runs known at the driver's start, plus those it made
+            return [self.client.get_run(run_id) for run_id in self._index.get(identity.digest, [])]
+        query = f"tags.`{IDENTITY_TAG}` = '{identity.digest}'"
+        return list(iter_runs(self.client, self.experiment_id(identity), query))
+
     def _may_take(self, run) -> bool:
         """A run this driver may continue or supersede: not one a live driver owns, nor a RUNNING one whose owner
         cannot be judged from here (it may be training on another host)."""
         state = self._owner_state(run.data.tags)
-        return state in ("gone", "none") or state == "unknown" and run.info.status != "RUNNING"
+        return state in ("gone", "none") or state == "unknown" and run.info.status not in OPEN_STATUSES
 
     def _owner_state(self, tags: dict[str, str]) -> str:
         """`live` (a driver other than this one, its lock fresh), `gone`, `unknown` (a lock this host cannot
@@ -180,10 +262,7 @@ class Tracker:
         digest = identity.digest
         if digest in self._runs:
             return self._runs[digest]
-        if self._index is not None:  # the runs known at the driver's start, plus those it made
-            runs = [self.client.get_run(run_id) for run_id in self._index.get(digest, [])]
-        else:
-            runs = list(iter_runs(self.client, self.experiment_id(identity), f"tags.`{IDENTITY_TAG}` = '{digest}'"))
+        runs = self._runs_of_identity(identity)
         finished = [r for r in runs if r.info.status == FINISHED]
         open_runs = [r for r in runs if r.info.status != FINISHED and SUPERSEDED_TAG not in r.data.tags
                      and self._may_take(r)]
@@ -201,10 +280,11 @@ class Tracker:
                 self._last_epoch[digest] = last
                 self.client.update_run(run_id, status="RUNNING")
                 self._claim(run_id, params)
-                log.info("reattached to MLflow run %s for %s (history up to epoch %d)", run_id,
-                         identity.point.run_name, last)
+                if run_id != self._made.get(digest):  # not the run this driver's claim made a moment ago
+                    log.info("reattached to MLflow run %s for %s (history up to epoch %d)", run_id,
+                             identity.point.run_name, last)
         if run_id is None:
-            run_id = self._create(identity, params)
+            run_id = self._create(identity, params=params)
         for old_run, last in superseded:
             self.client.set_tag(old_run, SUPERSEDED_TAG, run_id)
             self.client.set_terminated(old_run, status="KILLED")
@@ -217,19 +297,23 @@ class Tracker:
     def _last_logged(self, run_id: str) -> int:
         return int(max((m.value for m in self.client.get_metric_history(run_id, "epoch")), default=0))
 
-    def _create(self, identity: TrialIdentity, params: dict[str, Any]) -> str:
+    def _create(self, identity: TrialIdentity, params: dict[str, Any] | None = None, status: str = "") -> str:
         """A new run with its identity tags, indexed at once: if its params then fail to log, the retry finds
-        it (open, no epoch), reattaches and logs them, so a run is never made twice or left without params."""
+        it (open, no epoch), reattaches and logs them, so a run is never made twice or left without params.
+        A claim's run (`status` SCHEDULED) gets its params when its trial reports."""
         from mlflow.entities import Metric
 
         run = self.client.create_run(self.experiment_id(identity), run_name=identity.point.run_name,
                                      tags={**identity.tags(self.sweep), **self.owner})
         if self._index is not None:
             self._index.setdefault(identity.digest, []).append(run.info.run_id)
+        if status:
+            self.client.update_run(run.info.run_id, status=status)
         swept, value = swept_metric(identity.point)
         self.client.log_batch(run.info.run_id, metrics=[Metric(swept, value, int(time.time() * 1000), 0)])
-        self._claim(run.info.run_id, params)
-        self._last_epoch[identity.digest] = 0
+        if params is not None:
+            self._claim(run.info.run_id, params)
+            self._last_epoch[identity.digest] = 0
         return run.info.run_id
 
     def _claim(self, run_id: str, params: dict[str, Any]) -> None:
