@@ -112,13 +112,23 @@ def load_trained_model(path: str | Path, which: str = "last") -> tuple[SegClassN
     return _from_state(state, Path(path), which).model, state
 
 
-def export_model(trained: TrainedModel) -> bytes:
-    """A slim `model.pt`: one set of weights and what using them needs, no optimizer state."""
-    buffer = io.BytesIO()
-    torch.save({
+def export_state(trained: TrainedModel) -> dict[str, Any]:
+    """What a slim export holds: one set of weights (`model`) and what using them needs, no optimizer state."""
+    return {
         "format_version": FORMAT_VERSION, "model_config": dataclasses.asdict(trained.model.config),
         "class_names": list(trained.class_names), "config": trained.config, "preprocessing": trained.preprocessing,
         "model": trained.model.state_dict(), "weights": trained.weights, "epoch": trained.epoch,
         "segclass_version": trained.segclass_version,
-    }, buffer)
+    }
+
+
+def from_export_state(state: dict[str, Any], source: Path) -> TrainedModel:
+    """The model an `export_state` dict describes (from a file, or an MLflow model's metadata and module)."""
+    return _from_state(state, source, "last")
+
+
+def export_model(trained: TrainedModel) -> bytes:
+    """A slim `model.pt`: `export_state` as a file."""
+    buffer = io.BytesIO()
+    torch.save(export_state(trained), buffer)
     return buffer.getvalue()

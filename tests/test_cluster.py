@@ -115,8 +115,9 @@ def test_two_sweeps_at_once_on_a_cluster_with_a_tracking_server(tmp_path, tiny_r
         assert all(r.info.status == "FINISHED" for r in runs)
         for run in runs:
             assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1]
-            assert "model.pt" in {a.path for a in client.list_artifacts(run.info.run_id)}  # served by the server
-        assert any((tmp_path / "server-artifacts").rglob("model.pt"))
+            assert "report.json" in {a.path for a in client.list_artifacts(run.info.run_id)}  # served by the server
+            assert run.outputs.model_outputs and run.inputs.dataset_inputs
+        assert any((tmp_path / "server-artifacts").rglob("MLmodel"))  # the models, stored by the server
         finals = _finals(tmp_path, "first") + _finals(tmp_path, "second")
         assert {r["node_id"] for r in finals} <= set(nodes.values())
         assert len({r["node_id"] for r in finals}) == 2, "trials ran on one raylet only"

@@ -93,6 +93,24 @@ def test_slide_prediction_outputs_and_metrics(checkpoint, slide, tiny_root, tmp_
         assert int(row["tissue_pixels"]) == on_tissue
         assert float(row["tissue_area_mm2"]) == pytest.approx(on_tissue * (2 * SLIDE_MPP) ** 2 / 1e6, abs=1e-6)
 
+    # the regions as QuPath annotations: valid polygons in level-0 pixels, each class's area that of the mask
+    from shapely.geometry import shape
+
+    collection = json.loads((out / "slide_03.geojson").read_text())
+    assert collection["type"] == "FeatureCollection"
+    level0_pixel = summary["downsample"] ** 2
+    for feature in collection["features"]:
+        properties = feature["properties"]
+        assert properties["objectType"] == "annotation"
+        row = next(a for a in areas if a["class_name"] == properties["classification"]["name"])
+        assert properties["classification"]["color"] == PALETTE[int(row["class_id"])].tolist()
+        regions = shape(feature["geometry"])
+        assert regions.is_valid and regions.geom_type == "MultiPolygon"
+        assert regions.area == pytest.approx(int(row["tissue_pixels"]) * level0_pixel, rel=0.01)
+        assert regions.bounds[2] <= 640 and regions.bounds[3] <= 640  # level 0 is twice the working size
+    assert {f["properties"]["classification"]["name"] for f in collection["features"]} == {
+        a["class_name"] for a in areas if int(a["tissue_pixels"])}
+
     for figure in ("slide_03_overlay.png", "slide_03_comparison.png"):
         with Image.open(out / figure) as image:
             image.verify()

@@ -97,7 +97,11 @@ def test_smoke_sweep_rerun_growth_and_identity(tmp_path, tiny_root):
                 "final_test_f1_invasive", "val_macro_f1", "train_loss"} <= set(run.data.metrics)
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "report.json", "masks", "model.pt"} <= artifacts
+        assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "report.json", "masks"} <= artifacts
+        assert "model.pt" not in artifacts  # the model is the run's MLflow model, not a second copy
+        assert [m.model_id for m in run.outputs.model_outputs]  # the UI's Models column
+        (dataset,) = [i.dataset for i in run.inputs.dataset_inputs]  # the UI's Dataset column
+        assert dataset.name == params["dataset"] and dataset.digest == params["data_fingerprint"][:16]
         masks = {a.path for a in client.list_artifacts(run.info.run_id, "masks")}
         assert any(path.endswith("_pred.png") for path in masks), masks  # from the trial's own test pass
     assert "mlflow ui --backend-store-uri" in out and "analysis/report.py" in out
@@ -123,7 +127,33 @@ def test_smoke_sweep_rerun_growth_and_identity(tmp_path, tiny_root):
          f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}", str(tiny_root / "test" / "images" / "slide_03.tiff"),
          "--out", str(tmp_path / "predicted"), "--quiet"], capture_output=True, text=True, timeout=300)
     assert predicted.returncode == 0, predicted.stderr
-    assert json.loads((tmp_path / "predicted" / "slide_03.json").read_text())["weights"] == "last"
+    record = json.loads((tmp_path / "predicted" / "slide_03.json").read_text())
+    assert record["weights"] == "last" and record["checkpoint"].startswith(f"runs:/{runs[0].info.run_id}/model in ")
+    # what MLflow users load is the network predict uses: same mask logits on the test image's patches
+    import mlflow.pytorch
+    import torch
+
+    from segclass.predict.source import load_trained
+    from segclass.slide import read_image
+
+    tracking = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking)
+    served = mlflow.pytorch.load_model(f"runs:/{runs[0].info.run_id}/model")
+    trained = load_trained(runs[0].info.run_id, tracking)
+    rgb = read_image(tiny_root / "test" / "images" / "slide_03.tiff", 1.25).rgb[:256, :256]
+    patches = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).unfold(1, 128, 128).unfold(2, 128, 128)
+    patches = patches.permute(1, 2, 0, 3, 4).reshape(-1, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(served(patches), trained.model.eval().forward_masks(patches))
+    # registered in the Model Registry, it predicts by its models:/ URI as by its run
+    mlflow.register_model(f"runs:/{runs[0].info.run_id}/model", "segclass-smoke")
+    by_registry = subprocess.run(
+        [sys.executable, "-m", "segclass.predict", "--checkpoint", "models:/segclass-smoke/1", "--tracking-uri",
+         tracking, str(tiny_root / "test" / "images" / "slide_03.tiff"), "--out", str(tmp_path / "registry"),
+         "--quiet"], capture_output=True, text=True, timeout=300)
+    assert by_registry.returncode == 0, by_registry.stderr
+    assert (tmp_path / "registry" / "slide_03_mask.png").read_bytes() == (
+        tmp_path / "predicted" / "slide_03_mask.png").read_bytes()
 
     again = _sweep(tmp_path, tiny_root)
     assert f"{len(planned)} already finished (skipped), 0 to run" in again

@@ -14,12 +14,13 @@ from segclass.model.heads import (
     MeanSoftmaxClassificationHead,
     SegmentationHead,
 )
-from segclass.model.net import ModelOutput, SegClassNet, build_model
+from segclass.model.net import MaskModel, ModelOutput, SegClassNet, build_model
 
 __all__ = [
     "IMAGENET",
     "RANDOM",
     "ClassificationHead",
+    "MaskModel",
     "MaxPoolClassificationHead",
     "MeanSoftmaxClassificationHead",
     "ModelOutput",

@@ -58,6 +58,21 @@ class SegClassNet(nn.Module):
         return ModelOutput(upsample_to(lowres, images), lowres, self.cls_head(lowres))
 
 
+class MaskModel(nn.Module):
+    """A trained SegClassNet as others serve it (the MLflow model): images in, mask logits at the input size out.
+
+    One tensor out, where `SegClassNet.forward` gives three: MLflow's
+    signature, pyfunc serving and TorchScript-minded users expect that.
+    """
+
+    def __init__(self, net: SegClassNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_masks(images)
+
+
 def classification_head(config: ModelConfig) -> nn.Module:
     """The classification head of a variant (see `segclass.config.VARIANTS`)."""
     if config.variant == "paper":

@@ -10,7 +10,6 @@ still predicted).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -36,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="slides or images to predict; a folder stands for the slides and images in it")
     parser.add_argument("--checkpoint", required=True,
                         help="trained model: a model.pt or checkpoint.pt file, a folder holding one, an MLflow run "
-                             "id (its logged model.pt) or a runs:/<run id>/<artifact path> URI")
+                             "id (its logged model), a runs:/<run id>/<artifact path> URI or a Model Registry URI "
+                             "models:/<name>/<version>")
     parser.add_argument("--out", default=str(defaults.out_dir),
                         help="output folder: <name>_mask.png, <name>_overlay.png, <name>_areas.csv, <name>.json, "
                              "predictions.csv (and <name>_mask.tiff, <name>_comparison.png)")
@@ -79,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(message)s", stream=sys.stderr)
     from segclass.predict import outputs
     from segclass.predict.run import PredictOptions, pooled_metrics, predict_many
-    from segclass.predict.source import checkpoint_file
+    from segclass.predict.source import load_trained
     from segclass.predict.truth import find_truth
-    from segclass.model_file import load_model
 
     inputs = expand_inputs([Path(p) for p in args.inputs])
     if not inputs:
@@ -107,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.quiet:  # MLflow's download progress bar too
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        with checkpoint_file(args.checkpoint, args.tracking_uri) as (path, origin):
-            try:
-                trained = dataclasses.replace(load_model(path, args.weights), source=origin)
-            except SegclassError as exc:  # name the model the user gave, not a download about to be removed
-                raise type(exc)(str(exc).replace(str(path), origin)) from exc
+        trained = load_trained(args.checkpoint, args.tracking_uri, args.weights)
     except SegclassError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

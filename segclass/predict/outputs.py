@@ -6,7 +6,9 @@ classes and any reader gets the ids), `<name>_mask.tiff`
 (pyramidal, with the slide's resolution, for large slides: QuPath and
 OpenSlide open it as a layer), `<name>_overlay.png` (thumbnail with class
 colours and a legend), `<name>_areas.csv` and `<name>.json` (areas, settings,
-timing, metrics), and with ground truth `<name>_comparison.png`.
+timing, metrics), `<name>.geojson` (the predicted regions as QuPath
+annotations, `segclass.predict.geojson`), and with ground truth
+`<name>_comparison.png`.
 """
 
 from __future__ import annotations

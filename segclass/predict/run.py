@@ -20,6 +20,7 @@ import numpy as np
 from segclass.errors import SegclassError
 from segclass.files import atomic_write
 from segclass.predict import outputs
+from segclass.predict.geojson import write_geojson
 from segclass.predict.regions import Regions, open_regions
 from segclass.predict.sliding import BATCH_SIZE, predict_mask
 from segclass.predict.survey import THUMBNAIL_MAX_PIXELS, Survey, survey
@@ -108,6 +109,8 @@ def predict_image(trained: TrainedModel, path: Path, options: PredictOptions, na
     tiff = options.tiff == "always" or (options.tiff == "auto" and max(mask.shape) > options.tiff_min_side)
     files = outputs.write_mask(out, name, mask, summary["mpp"], tiff)
     files.append(outputs.write_areas(out, name, areas))
+    files.append(write_geojson(out / f"{name}.geojson", mask, foreground.rows(0, mask.shape[0], mask.shape[1]),
+                               trained.class_names, summary["downsample"]))
     shown, shown_tissue, shown_mask = _display(thumbnail, foreground.mask, mask, options.thumbnail_side)
     title = f"{path.name}: {_model_name(trained.config)} ({trained.weights} weights, epoch {trained.epoch})"
     files.append(outputs.overlay_figure(out / f"{name}_overlay.png", shown, shown_mask, shown_tissue,

@@ -1,9 +1,10 @@
-"""Where a trained model comes from: a file, a trial folder, or an MLflow run.
+"""Where a trained model comes from: a file, a trial folder, an MLflow run or the Model Registry.
 
 `--checkpoint` takes a `model.pt` / `checkpoint.pt` file, a folder holding one
-(a Tune checkpoint folder), an MLflow run id, or a `runs:/<run id>[/path]` URI.
-A run id alone means that run's `model.pt` artifact, which every finished
-sweep trial logs.
+(a Tune checkpoint folder), an MLflow run id, a `runs:/<run id>[/path]` URI or
+a `models:/<name>/<version>` URI. A run id alone means that run's MLflow
+model (`model`, which every finished sweep trial logs; `segclass.mlflow_model`),
+or its `model.pt` artifact for runs of segclass versions before it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,64 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from segclass.errors import CheckpointError
+from segclass.errors import CheckpointError, SegclassError
+from segclass.model_file import TrainedModel
 
 MODEL_FILES = ("model.pt", "checkpoint.pt")
+MODEL_NAME = "model"  # segclass.mlflow_model.MODEL_NAME, without importing MLflow here
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def load_trained(spec: str, tracking_uri: str | None = None, which: str = "last") -> TrainedModel:
+    """The trained model `spec` names (see the module docstring); its `source` says where it came from."""
+    import dataclasses
+
+    from segclass.model_file import load_model
+
+    run_alone = _RUN_ID.fullmatch(spec) or spec.startswith("runs:/") and "/" not in spec[len("runs:/"):].strip("/")
+    if spec.startswith("models:/") or spec.startswith("runs:/") and not run_alone and not spec.endswith(".pt"):
+        return _logged_model(spec, tracking_uri)
+    if run_alone:
+        run = spec[len("runs:/"):].strip("/") if spec.startswith("runs:/") else spec
+        if _has_logged_model(run, tracking_uri):  # else a run of a segclass before MLflow models: its model.pt
+            return _logged_model(f"runs:/{run}/{MODEL_NAME}", tracking_uri)
+    with checkpoint_file(spec, tracking_uri) as (path, origin):
+        try:
+            return dataclasses.replace(load_model(path, which), source=origin)
+        except SegclassError as exc:  # name the model the user gave, not a download about to be removed
+            raise type(exc)(str(exc).replace(str(path), origin)) from exc
+
+
+def _has_logged_model(run_id: str, tracking_uri: str | None) -> bool:
+    from mlflow import MlflowClient
+
+    try:
+        return bool(MlflowClient(_tracking_uri(tracking_uri)).get_run(run_id).outputs.model_outputs)
+    except Exception:  # noqa: BLE001 - a missing run is reported by the model.pt download, with the fix
+        return False
+
+
+def _logged_model(uri: str, tracking_uri: str | None) -> TrainedModel:
+    import dataclasses
+
+    from segclass.mlflow_model import load_logged_model
+
+    tracking_uri = _tracking_uri(tracking_uri)
+    try:
+        trained = load_logged_model(uri, tracking_uri)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # MLflow raises several unrelated types for a missing run, model or version
+        raise CheckpointError(f"cannot load the MLflow model {uri} from {_without_credentials(tracking_uri)}: "
+                              f"{exc}; check the run id or model name and version (MLflow UI) and "
+                              "--tracking-uri") from exc
+    return dataclasses.replace(trained, source=f"{uri} in {_without_credentials(tracking_uri)}")
+
+
+def _tracking_uri(given: str | None) -> str:
+    from segclass.schema import default_tracking_uri
+
+    return given or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path("results"))
 
 
 @contextmanager
@@ -48,8 +103,8 @@ def checkpoint_file(spec: str, tracking_uri: str | None = None) -> Iterator[tupl
             shutil.rmtree(folder, ignore_errors=True)
         return
     raise CheckpointError(
-        f"checkpoint {spec} is neither a file, a folder, an MLflow run id nor a runs:/ URI; pass the trial's "
-        "model.pt or checkpoint.pt, or the run id shown in the MLflow UI"
+        f"--checkpoint {spec} is neither a file, a folder, an MLflow run id nor a runs:/ or models:/ URI; pass the "
+        "trial's model.pt or checkpoint.pt, or the run id shown in the MLflow UI"
     )
 
 
@@ -57,12 +112,10 @@ def _download(uri: str, tracking_uri: str | None, folder: str) -> tuple[Path, st
     import mlflow
     from mlflow.artifacts import download_artifacts
 
-    from segclass.schema import default_tracking_uri
-
     run_and_path = uri[len("runs:/"):].strip("/")
     if "/" not in run_and_path:  # a run alone: its model.pt
         uri = f"runs:/{run_and_path}/{MODEL_FILES[0]}"
-    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path("results"))
+    tracking_uri = _tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     try:
         local = Path(download_artifacts(artifact_uri=uri, dst_path=folder))

@@ -1,8 +1,9 @@
 """What a finished trial leaves in its MLflow run: confusion matrices, predicted masks, the model.
 
 `model.pt` is the slim export of the last-epoch weights (the ones the test_
-metrics describe), about 12 MB; `python -m segclass.predict --checkpoint
-runs:/<run id>` reads it.
+metrics describe), about 12 MB, in the trial's folder; the tracker logs it
+as the run's MLflow model (`segclass.mlflow_model`), which
+`python -m segclass.predict --checkpoint runs:/<run id>` reads.
 """
 
 from __future__ import annotations

@@ -294,7 +294,7 @@ def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str,
     results.mkdir(parents=True, exist_ok=True)
     mlflow_uri = options.mlflow_uri or default_tracking_uri(results)
     tracker = Tracker(mlflow_uri, artifact_root=results / "mlartifacts", sweep=options.name,
-                      driver=lock.driver_id, lock_uri=lock.uri)
+                      driver=lock.driver_id, lock_uri=lock.uri, data_source=str(cache.resolve()))
     summary = SweepSummary(planned=len(points), mlflow_uri=mlflow_uri)
     found = tracker.survey(list(identities.values()))
     finished = found.finished

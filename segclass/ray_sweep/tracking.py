@@ -37,6 +37,8 @@ BATCH_LIMIT = 1000
 #: Seconds a driver waits after claiming its trials on a tracking server before reading who holds each:
 #: longer than the clock difference of two hosts whose drivers start at once (`Tracker.claim`).
 CLAIM_SETTLE_S = 2.0
+#: MLflow keeps at most 36 characters of a dataset digest; 16 hex characters of the fingerprint identify it.
+DATASET_DIGEST_CHARS = 16
 #: Run statuses of a training that has not ended: a driver that is gone never leaves them so.
 OPEN_STATUSES = ("RUNNING", "SCHEDULED")
 
@@ -59,7 +61,7 @@ class Tracker:
     """Create, find and finish the MLflow runs of trial identities."""
 
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None, sweep: str = "", driver: str = "",
-                 lock_uri: str = "") -> None:
+                 lock_uri: str = "", data_source: str = "") -> None:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -68,6 +70,7 @@ class Tracker:
         # them beside the database
         self.artifact_root = None if is_server(tracking_uri) else artifact_root
         self.sweep = sweep
+        self.data_source = data_source  # where the data cache was read from (the runs' dataset source)
         self.owner = {OWNER_TAG: driver, OWNER_LOCK_TAG: lock_uri} if driver else {}
         self._experiments: dict[str, str] = {}
         self._runs: dict[str, str] = {}  # identity digest -> run id
@@ -309,12 +312,25 @@ class Tracker:
             self._index.setdefault(identity.digest, []).append(run.info.run_id)
         if status:
             self.client.update_run(run.info.run_id, status=status)
+        self._log_dataset(run.info.run_id, identity)
         swept, value = swept_metric(identity.point)
         self.client.log_batch(run.info.run_id, metrics=[Metric(swept, value, int(time.time() * 1000), 0)])
         if params is not None:
             self._claim(run.info.run_id, params)
             self._last_epoch[identity.digest] = 0
         return run.info.run_id
+
+    def _log_dataset(self, run_id: str, identity: TrialIdentity) -> None:
+        """The run's training data as its MLflow input (the UI's Dataset column): the dataset's name, the first
+        DATASET_DIGEST_CHARS of its data fingerprint (what the sweep's identity holds) and the cache it was read from.
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        source = json.dumps({"uri": self.data_source or identity.point.dataset})
+        dataset = Dataset(name=identity.point.dataset, digest=identity.settings_dict["data_fingerprint"][
+            :DATASET_DIGEST_CHARS], source_type="local", source=source)
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context",
+                                                                                        "training")])])
 
     def _claim(self, run_id: str, params: dict[str, Any]) -> None:
         """Make this driver the run's owner and log the params the run lacks (a create whose params failed).
@@ -351,8 +367,13 @@ class Tracker:
         return len(new)
 
     def finish(self, digest: str, folder: Path) -> None:
-        """Final test metrics from `folder`/report.json, the folder's files as artifacts, status FINISHED."""
+        """Final test metrics from `folder`/report.json, the folder's files as artifacts, its model.pt as the
+        run's MLflow model (`runs:/<run id>/model`), status FINISHED."""
         from mlflow.entities import Metric
+
+        from segclass.mlflow_model import log_trained_model
+        from segclass.model_file import load_model
+        from segclass.ray_sweep.artifacts import MODEL_ARTIFACT
 
         if digest in self._finished:
             return
@@ -361,7 +382,15 @@ class Tracker:
         now = int(time.time() * 1000)
         finals = {k: v for k, v in scalar_metrics(report).items() if k.startswith(FINAL_METRIC_PREFIXES)}
         self.client.log_batch(run_id, metrics=[Metric(f"{FINAL_PREFIX}{k}", v, now, 0) for k, v in finals.items()])
-        self.client.log_artifacts(run_id, str(folder))
+        for item in sorted(folder.iterdir()):  # the model goes in as an MLflow model, not as a second copy
+            if item.name == MODEL_ARTIFACT:
+                continue
+            if item.is_dir():
+                self.client.log_artifacts(run_id, str(item), artifact_path=item.name)
+            else:
+                self.client.log_artifact(run_id, str(item))
+        if (folder / MODEL_ARTIFACT).is_file():
+            log_trained_model(self.tracking_uri, run_id, load_model(folder / MODEL_ARTIFACT))
         self.client.set_terminated(run_id, status=FINISHED)
         self._finished.add(digest)
 
