@@ -6,6 +6,29 @@ so a user several layers above the failure can act without reading a traceback.
 
 from __future__ import annotations
 
+import contextvars
+from contextlib import contextmanager
+from typing import Iterator
+
+#: The flag that names a dataset's folder in the command being run: `--root` in `python -m segclass.data build`,
+#: `--data-root` in the sweep and `segclass.train`, which say so with `naming_root_flag`.
+_ROOT_FLAG = contextvars.ContextVar("segclass_root_flag", default="--root")
+
+
+def root_flag() -> str:
+    """The dataset-folder flag of the command being run, for error messages a user acts on."""
+    return _ROOT_FLAG.get()
+
+
+@contextmanager
+def naming_root_flag(flag: str) -> Iterator[None]:
+    """Within the block, messages name the dataset folder's flag as `flag`."""
+    token = _ROOT_FLAG.set(flag)
+    try:
+        yield
+    finally:
+        _ROOT_FLAG.reset(token)
+
 
 class SegclassError(Exception):
     """Base class of all errors segclass raises on purpose."""

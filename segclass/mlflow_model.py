@@ -15,6 +15,7 @@ would take ~10 s per trial in the driver and lose the SegClassNet inside.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ def log_trained_model(tracking_uri: str, run_id: str, trained: TrainedModel) -> 
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     status = client.get_run(run_id).info.status
+    # pickle is chosen (module docstring): MLflow's caution about it, once per trial, would flood the console
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
             module, name=MODEL_NAME, signature=infer_signature(example, output), input_example=example,

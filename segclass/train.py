@@ -68,7 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from segclass.errors import naming_root_flag
+
     args = build_parser().parse_args(argv)
+    with naming_root_flag("--data-root"):  # the data layer's messages name this command's flag
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     from segclass.data import load_dataset

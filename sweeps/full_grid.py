@@ -160,7 +160,14 @@ def _demo_test_slides(options) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None = None) -> int:
     """`epoch_hook` runs in every trial after each epoch; tests and the chaos benchmark pass one."""
+    from segclass.errors import naming_root_flag
+
     args = build_parser().parse_args(argv)
+    with naming_root_flag("--data-root"):  # the data layer's messages name this command's flag
+        return _run(args, sys.argv[1:] if argv is None else argv, epoch_hook)
+
+
+def _run(args: argparse.Namespace, argv: list[str], epoch_hook: Callable[..., None] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # MLflow's store set-up lines say nothing a user acts on (read when mlflow is imported)
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None, epoch_hook: Callable[..., None] | None =
     else:
         print(f"Compare trials in the MLflow UI: {_tool('mlflow')} ui --backend-store-uri {summary.mlflow_uri} "
               "--host 127.0.0.1")
-    rerun = shlex.join(["--name", options.name, *_without_name(sys.argv[1:] if argv is None else argv)])
+    rerun = shlex.join(["--name", options.name, *_without_name(argv)])
     print(f"Resume this sweep (finished trials are skipped): {_python()} {_script('sweeps/full_grid.py')} {rerun}")
     print("Grow it: the same command with more --seeds / --fractions / --modes and --grow")
     uri_flag = f" --mlflow-uri {args.mlflow_uri}" if args.mlflow_uri else ""

@@ -54,6 +54,8 @@ def log_runs(results, segmentation, classification, unfinished=True, **settings)
     tracker = Tracker(f"sqlite:///{results / 'mlflow.db'}", artifact_root=results / "mlartifacts", sweep="t")
     truth = np.zeros((32, 32), np.uint8)
     truth[8:24, 8:24] = 3
+    image = np.full((32, 32, 3), 245, np.uint8)  # glass, with a square of pink tissue under the lesion
+    image[4:28, 4:28] = (200, 80, 150)
     for (mode, s, seed), (macro, micro) in segmentation.items():
         identity = _identity(GridPoint("segmentation", "synthetic", mode, s, seed), **settings)
         tracker.start(identity, identity.params(), 0)
@@ -63,7 +65,8 @@ def log_runs(results, segmentation, classification, unfinished=True, **settings)
         report = {"class_names": NAMES, "test_macro_f1": macro, "test_paper_micro_f1": micro,
                   "n_seg_patches": int(s * 615)}
         _finish(tracker, identity, report, {"masks/slide_pred.png": _png(prediction, len(NAMES)),
-                                            "masks/slide_truth.png": _png(truth, len(NAMES))},
+                                            "masks/slide_truth.png": _png(truth, len(NAMES)),
+                                            "masks/slide_image.png": _png(image)},
                 results / "final" / identity.digest)
     for (mode, c, seed), accuracy in classification.items():
         identity = _identity(GridPoint("classification", "synthetic", mode, c, seed), **settings)
@@ -117,8 +120,8 @@ def test_runs_parquet_has_one_row_per_finished_run_with_params_identity_and_fina
     runs = pd.read_parquet(report_dir / "tables" / "runs.parquet")
     assert len(runs) == len(SEGMENTATION) + len(CLASSIFICATION)  # the unfinished S+C* run is not a row
     segmentation = runs[runs["study"] == "segmentation"]
-    macro = {(mode, x, seed): value for mode, x, seed, value
-             in segmentation[["mode", "x", "seed", "test_macro_f1"]].itertuples(index=False)}
+    macro = {(mode, x, seed): value for mode, x, seed, value  # named as MLflow names them
+             in segmentation[["mode", "swept_percent", "seed", "final_test_macro_f1"]].itertuples(index=False)}
     assert macro == pytest.approx({(mode, round(s * 100, 4), seed): values[0]
                                    for (mode, s, seed), values in SEGMENTATION.items()})
     assert runs["identity"].str.len().eq(16).all() and runs["identity"].is_unique
@@ -178,6 +181,9 @@ def test_figures_are_valid_png_and_svg_with_expected_panels(report_dir):
     assert (figures / "fig6_synthetic_paper_paper.png").is_file()
     with Image.open(figures / "samples_synthetic_paper_paper.png") as image:
         assert image.format == "PNG"
+    samples = (figures / "samples_synthetic_paper_paper.svg").read_text()  # the H&E, the truth over it, a legend
+    assert "H&amp;E: test image slide" in samples and "ground truth" in samples and "glass (no tissue)" in samples
+    assert "macro F1" in samples
     index = (report_dir / "index.md").read_text()
     assert "fig5_synthetic_paper_paper.png" in index and "table_d5_segmentation" in index
     comparison = figures / "comparison_synthetic_paper.svg"  # every arm in raw values: the first figure
@@ -250,7 +256,7 @@ def test_default_view_and_variant_comparison(tmp_path):
     assert list(table.columns[4:]) == ["paper / paper", "paper / equal", "released-code / paper"]
     assert row["paper / paper"] == "50.0 ± 10.0"
     assert row["released-code / paper"] == "70.0 (n=1)"
-    assert row["x"] == "5"
+    assert row["s (%)"] == "5"
 
 
 def test_runs_of_different_settings_never_share_a_cell(tmp_path):

@@ -19,6 +19,9 @@ from sweeps.full_grid import main
     (["--num-cpus", "0"], "--num-cpus 0"),
     (["--mlflow-uri", "http://127.0.0.1:9"], "--mlflow-uri http://127.0.0.1:9: no MLflow tracking server answers"),
     (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: nothing answers there"),
+    # the data layer's message names this command's flag (`python -m segclass.data build` says --root)
+    (["--dataset", "bach", "--data-root", "/nonexistent"],
+     "/nonexistent does not exist; pass the bach files' folder as --data-root"),
 ])
 def test_bad_flag_is_one_line_and_nothing_is_written(tmp_path, capsys, flags, message):
     code = main(["--preset", "smoke", "--results", str(tmp_path / "results"), "--storage", str(tmp_path / "tune"),

@@ -5,7 +5,8 @@ mode and variant of one dataset and budget on one pair of axes in raw test F1,
 so S, S+C, S+C* and each classification-head variant can be read against each
 other and against S at s = 100% directly.
 Fig. 5: each metric divided by the mean of S at s = 100% (segmentation patches
-only, the paper's reference), one line per mode, mean markers with a ±std band.
+only, the paper's reference), one line per mode, mean markers with ±std error
+bars (and a band between points).
 Fig. 6: accuracy divided by S2+C2 at c = 50% (classification patches only).
 If the reference mode is missing, a mode is normalized by its own last point.
 """
@@ -44,6 +45,26 @@ def arm_label(mode: str, variant: str) -> str:
     return f"{mode} ({variant} head)"
 
 
+#: Markers of the heads that are not the paper's, in order of their variant names (the paper's head and S keep
+#: MODE_STYLE's marker).
+OTHER_HEAD_MARKERS = ("D", "^", "v", "P")
+#: How far apart arms measured at one x are drawn: a share of x on the log part of the axis, of 1 on its linear part.
+DODGE = 0.05
+
+
+def _arm_marker(mode: str, variant: str, variants: list[str]) -> str:
+    if variant == "paper" or mode == "S":
+        return MODE_STYLE.get(mode, (None, "o"))[1]
+    others = [v for v in variants if v != "paper"]
+    return OTHER_HEAD_MARKERS[others.index(variant) % len(OTHER_HEAD_MARKERS)]
+
+
+def _dodge(x: np.ndarray, index: int, count: int) -> np.ndarray:
+    """x moved aside for the `index`-th of `count` arms, symmetric around the true x (symlog axis)."""
+    shift = DODGE * (index - (count - 1) / 2)
+    return np.where(x > 1.0, x * (1.0 + shift), x + shift)
+
+
 def _x_axis(axis, xs, label: str) -> None:
     """symlog x (s = 0 fits) with a tick at each value the runs have, written as the paper writes s."""
     from matplotlib.ticker import NullLocator
@@ -61,10 +82,11 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
     """One figure per (dataset, budget): raw mean (percent) with ± std error bars per (mode, variant) against x.
 
     S does not use the classification head, so only its `paper`-variant runs
-    are drawn; every other mode gets one line per variant. S+C at s = 100% has
-    no classification patches left, so it *is* S at s = 100%: where a sweep did
-    not run it (the quick preset does not), its line ends at S's point, drawn
-    hollow.
+    are drawn; every other mode gets one line per variant. Lines join measured
+    points only (S+C at s = 100% is S's point, drawn only where it ran). Arms
+    at one s are set side by side (`_dodge`) with distinct markers, so none
+    hides another, and the spread over seeds is an error bar with caps,
+    visible at a single s too.
     """
     import matplotlib
 
@@ -78,25 +100,17 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
         variants = sorted(set(frame["variant"]))
         for axis, metric in zip(axes[0], metrics):
             part_metric = frame[frame["metric"] == metric]
-            s_full = part_metric[(part_metric["mode"] == "S") & (part_metric["variant"] == "paper")
-                                 & np.isclose(part_metric["x"], 100.0)]
             order = sorted(part_metric.groupby(["mode", "variant"]),  # S, then each mode's paper head first
                            key=lambda item: (MODE_ORDER.get(item[0][0], 99), item[0][1] != "paper", item[0][1]))
-            for (mode, variant), part in order:
-                if mode == "S" and variant != "paper":
-                    continue
+            order = [((mode, variant), part) for (mode, variant), part in order if mode != "S" or variant == "paper"]
+            for index, ((mode, variant), part) in enumerate(order):
                 part = part.sort_values("x")
-                marker = MODE_STYLE.get(mode, (None, "o"))[1]
+                marker = _arm_marker(mode, variant, variants)
                 color = _arm_colour(mode, variant, variants)
                 x, y, s = part["x"].to_numpy(), part["mean"].to_numpy(), part["std"].to_numpy()
-                if mode == "S+C" and not np.isclose(x, 100.0).any() and len(s_full):
-                    x, y = np.append(x, 100.0), np.append(y, s_full["mean"].iloc[0])
-                    s = np.append(s, s_full["std"].iloc[0])
-                    axis.plot(x[-1:], y[-1:], marker=marker, color=color, markerfacecolor="none", linestyle="none")
-                line_style = VARIANT_LINE.get(variant, "-.")
-                axis.plot(x, y, marker=marker, color=color, linestyle=line_style, label=arm_label(mode, variant),
-                          markevery=list(range(len(part))))
-                axis.errorbar(x, y, yerr=s, fmt="none", ecolor=color, capsize=3, alpha=0.7)  # ± std over seeds
+                axis.errorbar(_dodge(x, index, len(order)), y, yerr=s, marker=marker, color=color,
+                              linestyle=VARIANT_LINE.get(variant, "-."), capsize=4, elinewidth=1.2,
+                              label=arm_label(mode, variant))  # ± std over seeds
             _x_axis(axis, part_metric["x"], x_label)
             axis.set_ylabel(f"test {METRIC_LABEL.get(metric, metric)} (%)")
             axis.set_title(METRIC_LABEL.get(metric, metric))
@@ -146,11 +160,14 @@ def plot_curves(normalized: pd.DataFrame, metrics: list[str], title: str, x_labe
             continue
         figure, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
         for axis, metric in zip(axes[0], metrics):
-            for mode, part in frame[frame["metric"] == metric].groupby("mode", sort=False):
+            groups = list(frame[frame["metric"] == metric].groupby("mode", sort=False))
+            for index, (mode, part) in enumerate(groups):
                 color, marker = MODE_STYLE.get(mode, (None, "o"))
                 x, y, s = part["x"].to_numpy(), part["rel_mean"].to_numpy(), part["rel_std"].to_numpy()
-                axis.plot(x, y, marker=marker, color=color, label=f"{mode} (ours)")
-                axis.fill_between(x, y - s, y + s, color=color, alpha=0.2)
+                shown = _dodge(x, index, len(groups))
+                axis.errorbar(shown, y, yerr=s, marker=marker, color=color, capsize=4, label=f"{mode} (ours)")
+                if len(x) > 1:  # the band between measured points; at one point the error bar says it
+                    axis.fill_between(shown, y - s, y + s, color=color, alpha=0.15)
                 if paper is not None and not paper.empty:
                     theirs = paper[(paper["dataset"] == dataset) & (paper["mode"] == mode) & (paper["metric"] == metric)]
                     if len(theirs):

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def save_figure(figure, base: Path) -> list[Path]:
-    """Write `base`.png and `base`.svg, close the figure, return both paths."""
+def save_figure(figure, base: Path, layout: bool = True) -> list[Path]:
+    """Write `base`.png and `base`.svg, close the figure, return both paths (`layout`: tighten it first; False
+    where the caller laid it out around a figure-level legend)."""
     import matplotlib.pyplot as plt
 
-    figure.tight_layout()
+    if layout:
+        figure.tight_layout()
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for suffix in (".png", ".svg"):

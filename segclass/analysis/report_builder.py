@@ -124,12 +124,17 @@ def write_runs(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
     The tables average over seeds and show a few metrics; these files keep every
     run with every param (`param_<name>`), its identity columns and all its final
     metrics, for questions the report does not ask (pandas, polars, a spreadsheet).
+    Metrics are named as in MLflow (`final_test_macro_f1`), the swept fraction
+    `swept_percent` (s in the segmentation study, c in the classification one).
     """
+    from segclass.analysis.runs import with_mlflow_names
+
     out = out_dir / "tables"
     out.mkdir(parents=True, exist_ok=True)
     parquet, csv = out / "runs.parquet", out / "runs.csv"
-    runs.to_parquet(parquet, index=False)
-    runs.to_csv(csv, index=False)
+    named = with_mlflow_names(runs)  # a column is found by the name the MLflow UI shows
+    named.to_parquet(parquet, index=False)
+    named.to_csv(csv, index=False)
     return [parquet, csv]
 
 

@@ -25,6 +25,18 @@ RUN_COLUMNS = ["experiment", "run_id", "run_name", "study", "dataset", "mode", "
 PARAM_PREFIX = "param_"
 
 
+#: Columns of `load_runs`'s frame that are not final metrics.
+_NOT_METRICS = {*RUN_COLUMNS, "end_time", "artifact_uri"}
+
+
+def with_mlflow_names(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with its metric columns named as MLflow shows them (`final_<metric>`) and `x` spelled out
+    (`swept_percent`): the frame's short names suit the analysis code, not a reader of the files."""
+    renames = {c: f"{FINAL_PREFIX}{c}" for c in runs.columns
+               if c not in _NOT_METRICS and not c.startswith(PARAM_PREFIX)}
+    return runs.rename(columns={**renames, "x": "swept_percent"})
+
+
 def load_runs(tracking_uri: str, experiment: str | None = None, dataset: str | None = None,
               sweep: str | None = None, settings: str | None = None, epochs: int | None = None) -> pd.DataFrame:
     """Finished segclass runs; `x` is s or c in percent; metrics are the runs' final_* values.

@@ -1,9 +1,13 @@
-"""Sample outputs as in Figs. C.10-C.12: ground truth on top, one row per mode, s <= 10 across.
+"""Sample outputs as in Figs. C.10-C.12, drawn over the H&E image they describe.
 
-Built from the predicted and true masks each trial logged as MLflow
-artifacts; per-sample pixel accuracy in the top-left corner. BACH colours
-(white normal, red benign, green in situ, blue invasive), extended by a fixed
-palette for other class lists (`segclass.palette`).
+Built from the test image, true mask and predicted mask each trial logged as
+MLflow artifacts (`masks/<image>_image.png`, `_truth.png`, `_pred.png`). The
+top row shows the H&E image and the ground truth over it; below, one row per
+mode and one column per s (s <= 10%), every arm on the same test image (the
+first one every trial of the figure logged). Classes are drawn over the image
+on tissue only (`segclass.palette.overlay`, tissue found by the build's rule),
+so glass stays glass and normal tissue has a colour of its own; one legend
+names both. Each prediction carries its macro F1 on this image.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from PIL import Image
 
 from segclass.analysis.figures import save_figure
 from segclass.analysis.runs import artifact_path, init_labels
-from segclass.palette import colourize
+from segclass.palette import legend_handles, overlay
 
 MAX_S = 10.0
+MODES = ("S", "S+C", "S+C*")
 
 
 def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_dir: Path) -> list[Path]:
@@ -33,58 +38,84 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
     for (dataset, variant, budget), frame in seg.groupby(["dataset", "variant", "budget"]):
         seed = frame["seed"].min()
         frame = frame[frame["seed"] == seed]
-        modes = [m for m in ("S", "S+C", "S+C*") if m in set(frame["mode"])]
-        xs = sorted(frame["x"].unique())
-        if not modes or not xs:
+        cells = {(mode, float(x)): _sample_folder(frame[(frame["mode"] == mode) & np.isclose(frame["x"], x)])
+                 for mode in MODES for x in sorted(frame["x"].unique())}
+        cells = {key: folder for key, folder in cells.items() if folder is not None}
+        image_name = _shared_image(cells.values())
+        if image_name is None:
             continue
-        figure, axes = plt.subplots(len(modes) + 1, len(xs), figsize=(max(2.2 * len(xs), 5.5), 2.2 * (len(modes) + 1)),
+        modes = [m for m in MODES if any(mode == m for mode, _ in cells)]
+        xs = sorted({x for _, x in cells})
+        names = class_names_of.get(dataset) or []
+        first = next(iter(cells.values()))
+        image, truth = _read(first, image_name, "image"), _read(first, image_name, "truth")
+        tissue = _tissue(image)
+        classes = max(len(names), int(truth.max()) + 1)
+        columns = max(len(xs), 2)
+        figure, axes = plt.subplots(len(modes) + 1, columns, figsize=(2.6 * columns + 2.4, 2.6 * (len(modes) + 1)),
                                     squeeze=False)
-        names = class_names_of.get(dataset, [])
-        truth_shown = False
-        for column, x in enumerate(xs):
-            for row, mode in enumerate(modes, start=1):
-                axis = axes[row][column]
-                axis.axis("off")
-                match = frame[(frame["mode"] == mode) & np.isclose(frame["x"], x)]
-                if match.empty:
-                    continue
-                prediction, truth = _masks(match.iloc[0]["artifact_uri"])
-                if prediction is None:
-                    continue
-                axis.imshow(colourize(prediction, len(names)))
-                accuracy = float((prediction == truth).mean())
-                axis.text(3, 12, f"pixel acc. {accuracy:.2f}", fontsize=8, color="black",
-                          bbox={"facecolor": "white", "alpha": 0.7, "pad": 1})
-                if column == 0:
-                    axis.set_title(mode, fontsize=9, loc="left")
-                if not truth_shown:
-                    axes[0][0].imshow(colourize(truth, len(names)))
-                    truth_shown = True
-                axes[0][column].set_title(f"s = {x:g}%", fontsize=9)
-            axes[0][column].axis("off")
-        axes[0][0].text(3, 12, "ground truth", fontsize=8, bbox={"facecolor": "white", "alpha": 0.7, "pad": 1})
-        figure.suptitle(f"sample outputs: {dataset}, seed {seed}\n(variant {variant}, budget {budget}, "
-                        f"init: {inits[dataset]})", fontsize=10)
-        if names:  # which colour is which class; white is also glass (class 0 off tissue)
-            from matplotlib.patches import Patch
-
-            from segclass.palette import class_colours
-
-            colours = class_colours(len(names)) / 255.0
-            figure.legend(handles=[Patch(facecolor=c, edgecolor="grey", label=n) for c, n in zip(colours, names)],
-                          loc="lower center", ncol=min(len(names), 4), fontsize=8, frameon=False)
-            figure.subplots_adjust(bottom=0.12)
-        paths += save_figure(figure, out_dir / f"samples_{dataset}_{variant}_{budget}")
+        for axis in axes.ravel():
+            axis.axis("off")
+        axes[0][0].imshow(image)
+        axes[0][0].set_title(f"H&E: test image {image_name}", fontsize=8, loc="left")
+        axes[0][1].imshow(overlay(image, truth, tissue, classes))
+        axes[0][1].set_title("ground truth", fontsize=8, loc="left")
+        for (mode, x), folder in cells.items():
+            axis = axes[1 + modes.index(mode)][xs.index(x)]
+            prediction = _read(folder, image_name, "pred")
+            axis.imshow(overlay(image, prediction, tissue, classes))
+            axis.set_title(f"{mode}, s = {x:g}%", fontsize=8, loc="left")
+            axis.text(3, image.shape[0] - 6, f"macro F1 {_macro_f1(truth, prediction, classes):.2f}", fontsize=7,
+                      bbox={"facecolor": "white", "alpha": 0.8, "pad": 1})
+        labels = names or [f"class {k}" for k in range(classes)]
+        figure.legend(handles=legend_handles(labels), loc="center right", fontsize=8, frameon=False,
+                      title="classes over tissue", title_fontsize=8)
+        figure.suptitle(f"sample outputs: {dataset}, seed {seed} (variant {variant}, budget {budget}, "
+                        f"init: {inits[dataset]})", fontsize=9)
+        figure.tight_layout(rect=(0, 0, 1 - 2.2 / (2.6 * columns + 2.4), 1))
+        paths += save_figure(figure, out_dir / f"samples_{dataset}_{variant}_{budget}", layout=False)
     return paths
 
 
-def _masks(artifact_uri: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _sample_folder(match: pd.DataFrame) -> Path | None:
+    """The `masks` artifact folder of the first run in `match`, if it logged one."""
+    if match.empty:
+        return None
     try:
-        folder = artifact_path(artifact_uri, "masks")
-    except Exception:
-        return None, None
-    predictions = sorted(folder.glob("*_pred.png"))
-    if not predictions:
-        return None, None
-    truth = predictions[0].with_name(predictions[0].name.replace("_pred.png", "_truth.png"))
-    return np.asarray(Image.open(predictions[0])), np.asarray(Image.open(truth))
+        folder = artifact_path(match.iloc[0]["artifact_uri"], "masks")
+    except Exception:  # noqa: BLE001 - a run without masks (or an unreachable store) is left out of the figure
+        return None
+    return folder if any(folder.glob("*_pred.png")) else None
+
+
+def _shared_image(folders) -> str | None:
+    """The first test image every folder holds a prediction, truth and image of, so all arms show one image."""
+    folders = list(folders)
+    if not folders:
+        return None
+    common = None
+    for folder in folders:
+        names = {p.name[: -len("_pred.png")] for p in folder.glob("*_pred.png")
+                 if (folder / p.name.replace("_pred.png", "_image.png")).is_file()}
+        common = names if common is None else common & names
+    return min(common) if common else None
+
+
+def _read(folder: Path, image_name: str, kind: str) -> np.ndarray:
+    with Image.open(folder / f"{image_name}_{kind}.png") as file:
+        return np.asarray(file.convert("RGB") if kind == "image" else file)
+
+
+def _tissue(image: np.ndarray) -> np.ndarray:
+    """Tissue by the rule the data build applies (saturation and opening), at the sample's size."""
+    from segclass.preprocess.foreground import foreground_mask
+
+    return foreground_mask(image)
+
+
+def _macro_f1(truth: np.ndarray, prediction: np.ndarray, classes: int) -> float:
+    from segclass.metrics import ConfusionMatrix
+
+    matrix = ConfusionMatrix(classes)
+    matrix.update(truth, prediction)
+    return float(matrix.macro_f1())

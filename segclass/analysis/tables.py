@@ -89,7 +89,17 @@ def comparison_table(summary: pd.DataFrame, planned_seeds: int) -> pd.DataFrame:
     arms = sorted(set(frame["arm"]), key=lambda arm: (not arm.startswith("paper /"), not arm.endswith("/ paper"), arm))
     table = table.reindex(columns=keys + arms).fillna(EMPTY)
     table["x"] = [percent(x / 100) for x in table["x"]]
-    return table.sort_values(keys[:3], kind="stable")
+    return table.sort_values(keys[:3], kind="stable").rename(columns={"x": fraction_heading(table["mode"])})
+
+
+def fraction_heading(modes: pd.Series) -> str:
+    """The swept fraction's column, spelled out: s (segmentation patches) or c (classification patches), in %."""
+    from segclass.config import study_of
+
+    studies = {study_of(mode) for mode in modes}
+    if studies == {"segmentation"}:
+        return "s (%)"
+    return "c (%)" if studies == {"classification"} else "s or c (%)"
 
 
 def default_view(summary: pd.DataFrame) -> pd.DataFrame:

@@ -35,7 +35,7 @@ import numpy as np
 import segclass
 from segclass.data.arrays import DatasetArrays, EvalImage
 from segclass.data.shards import FORMAT_VERSION, MANIFEST, write_cache
-from segclass.errors import ConfigError, DatasetError
+from segclass.errors import ConfigError, DatasetError, root_flag
 from segclass.preprocess.foreground import MIN_FOREGROUND, OPENING_RADIUS, SATURATION_THRESHOLD
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,7 @@ def build_cache(dataset: str, root: str | Path, out_dir: str | Path, params: Bui
             generate(root)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise DatasetError(f"dataset folder {root} {what}; pass the {dataset} files' folder as --root "
-                           "(the sweep and segclass.train: --data-root)")
+        raise DatasetError(f"dataset folder {root} {what}; pass the {dataset} files' folder as {root_flag()}")
     root = locate_source(dataset, root)
     expected = source_fingerprint(root, params, dataset)
     if cache_is_current(out_dir, expected):

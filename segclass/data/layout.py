@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from segclass.errors import DatasetError
+from segclass.errors import DatasetError, root_flag
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,10 @@ def locate_dataset(root: Path, looks_right: Callable[[Path], bool], dataset: str
         if found:
             break
     if len(found) == 1:
-        log.info("%s: using %s, found below --root %s", dataset, found[0], root)
+        log.info("%s: using %s, found below %s %s", dataset, found[0], root_flag(), root)
         return found[0]
     if found:
         raise DatasetError(f"{root} holds {len(found)} {dataset} folders ({', '.join(str(f) for f in found)}); "
-                           "pass the one to build as --root")
-    raise DatasetError(f"{root} is not a {dataset} folder and none was found below it; pass --root {expected}")
+                           f"pass the one to build as {root_flag()}")
+    raise DatasetError(f"{root} is not a {dataset} folder and none was found below it; pass {root_flag()} "
+                       f"{expected}")

@@ -22,9 +22,7 @@ import numpy as np
 from PIL import Image
 
 from segclass.files import atomic_write
-from segclass.palette import class_colours, colourize
-
-OVERLAY_ALPHA = 0.45
+from segclass.palette import class_colours, legend_handles, overlay
 
 
 def write_mask(out: Path, name: str, mask: np.ndarray, mpp: float | None, tiff: bool) -> list[Path]:
@@ -84,21 +82,9 @@ def shrink_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
 
 
-def overlay(thumbnail: np.ndarray, mask: np.ndarray, tissue: np.ndarray, num_classes: int) -> np.ndarray:
-    """Class colours blended onto the thumbnail over tissue; glass left as it is."""
-    colours = colourize(mask, num_classes).astype(np.float32)
-    blended = thumbnail.astype(np.float32)
-    blended[tissue] = (1 - OVERLAY_ALPHA) * blended[tissue] + OVERLAY_ALPHA * colours[tissue]
-    return blended.round().astype(np.uint8)
-
-
 def _legend(axis, class_names: tuple[str, ...], labels: list[str]) -> None:
-    from matplotlib.patches import Patch
-
-    colours = class_colours(len(class_names)) / 255.0
-    handles = [Patch(facecolor=colours[i], edgecolor="black", linewidth=0.5, label=labels[i])
-               for i in range(len(class_names))]
-    axis.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    axis.legend(handles=legend_handles(class_names, labels), loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                fontsize=8, frameon=False)
 
 
 def _figure(panels: int, image_shape: tuple[int, ...]):
@@ -137,11 +123,12 @@ def overlay_figure(path: Path, thumbnail: np.ndarray, mask: np.ndarray, tissue: 
     return _save(figure, path)
 
 
-def comparison_figure(path: Path, thumbnail: np.ndarray, truth: np.ndarray, mask: np.ndarray,
+def comparison_figure(path: Path, thumbnail: np.ndarray, truth: np.ndarray, mask: np.ndarray, tissue: np.ndarray,
                       class_names: tuple[str, ...], metrics: dict[str, Any], title: str) -> Path:
+    """The image, then the truth and the prediction drawn over it on tissue (one image, one legend)."""
     figure, axes = _figure(3, thumbnail.shape)
-    panels = (("image", thumbnail), ("ground truth", colourize(truth, len(class_names))),
-              ("prediction", colourize(mask, len(class_names))))
+    panels = (("H&E image", thumbnail), ("ground truth", overlay(thumbnail, truth, tissue, len(class_names))),
+              ("prediction", overlay(thumbnail, mask, tissue, len(class_names))))
     for axis, (label, picture) in zip(axes, panels):
         axis.imshow(picture)
         axis.set_title(label, fontsize=9)

@@ -124,7 +124,7 @@ def predict_image(trained: TrainedModel, path: Path, options: PredictOptions, na
         summary.update(truth=str(truth_path), metrics=metrics)
         files.append(outputs.comparison_figure(
             out / f"{name}_comparison.png", shown, outputs.shrink_mask(truth, shown_mask.shape[::-1]), shown_mask,
-            trained.class_names, metrics, title))
+            shown_tissue, trained.class_names, metrics, title))
     summary["seconds"] = round(time.perf_counter() - started, 3)
     summary["outputs"] = [str(f) for f in files]
     outputs.write_json(out / f"{name}.json", summary)

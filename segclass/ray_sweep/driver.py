@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 #: trial under 0.5 GiB of GPU memory (docs/benchmarks.md, "The cost of one trial").
 DEFAULT_GPUS_PER_TRIAL = 0.125
 log = logging.getLogger(__name__)
+#: Where Ray logs its token-authentication notice at the start of a new local cluster.
+RAY_TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 @dataclass
@@ -140,6 +142,9 @@ def start_ray(options: SweepOptions) -> None:
             raise ConfigError(f"--address {options.address}: cannot join that Ray cluster ({exc}); start it with "
                               "`ray start --head` (docs/sweep.md#cluster-setup) or fix the address") from exc
     else:
+        # a private Ray keeps Ray's default, token authentication on loopback: the project's choice, so Ray's
+        # "Token authentication is enabled ... opt out" line on every run is not shown (docs/sweep.md)
+        logging.getLogger(RAY_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  num_cpus=options.num_cpus, num_gpus=options.num_gpus, log_to_driver=False, **quiet)
 
