@@ -148,7 +148,7 @@ def evaluation_host_work(arrays, repeats: int = 3) -> dict[str, float]:
     this work does not overlap the network's.
     """
     from segclass.metrics import PixelScores
-    from segclass.predict.sliding import _tissue_windows, window_starts
+    from segclass.inference.sliding import _tissue_windows, window_starts
 
     (image,) = arrays.val
     height, width = image.mask.shape

@@ -18,11 +18,23 @@ SEGMENTATION_MODES = ("S", "S+C", "S+C*")
 CLASSIFICATION_MODES = ("S2+C2", "S2+C2*", "S2*+C2")
 MODES = SEGMENTATION_MODES + CLASSIFICATION_MODES
 
-#: `paper`: heads as the paper describes them. `released-code`: what the authors'
-#: released code does (max-pooled class logits, pixel loss on constant masks).
-#: `mean-softmax`: ours; class probabilities = the mean pixel softmax of the
-#: low-res logits (the patch's predicted class shares), no parameters.
-VARIANTS = ("paper", "released-code", "mean-softmax")
+#: The classification heads, by variant name: the one registry that `--variant`/`--variants` offer (with these
+#: words as help), that a trial's identity and its MLflow `variant` param name, and that
+#: `segclass.model.net.HEAD_BUILDERS` builds (a test keeps the two key sets equal). Torch-free, so the grid and
+#: the CLIs' help read it without loading the model.
+CLASSIFICATION_HEADS = {
+    "paper": "the classification head of the paper's Table A.3 (pooled low-resolution logits, two 1x1 convs)",
+    "released-code": "what the authors' released code does: class logits as the spatial max of the segmentation "
+                     "logits, plus a pixel loss on classification patches",
+    "mean-softmax": "ours: class probabilities = the mean pixel softmax of the segmentation logits (the patch's "
+                    "predicted class shares), no parameters",
+}
+VARIANTS = tuple(CLASSIFICATION_HEADS)
+
+
+def variants_help() -> str:
+    """What each `--variant` choice is, for a CLI's help."""
+    return "; ".join(f"'{name}': {words}" for name, words in CLASSIFICATION_HEADS.items())
 
 #: `auto`: bf16 autocast on CUDA, float32 elsewhere; `fp32`, `bf16`: that, on any device (segclass.compute).
 PRECISIONS = ("auto", "fp32", "bf16")

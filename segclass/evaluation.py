@@ -1,10 +1,10 @@
 """Whole-image evaluation: the predictor's own sliding windows and tissue rule, then pixel metrics.
 
 Validation images (every epoch) and test images (at the end of a trial) are
-larger than a patch. Each is predicted by `segclass.predict.sliding.predict_mask`,
+larger than a patch. Each is predicted by `segclass.inference.sliding.predict_mask`,
 the function `python -m segclass.predict` streams slides through, with the
 image in memory as its source and the tissue the data build recorded for it
-(`EvalImage.tissue`, found by `segclass.predict.survey` on the image's file
+(`EvalImage.tissue`, found by `segclass.inference.survey` on the image's file
 with the thresholds the model's `preprocessing` carries); the build also
 mapped the image's stains with the estimate predict makes. So a trial's test
 metrics are the metrics `segclass.predict --mask` reports for the same model
@@ -35,8 +35,8 @@ import torch
 from segclass.augment import normalize, to_input
 from segclass.data.arrays import EvalImage
 from segclass.metrics import PixelScores, classification_summary
-from segclass.predict.regions import MemoryRegions
-from segclass.predict.sliding import BATCH_SIZE, predict_mask
+from segclass.inference.regions import MemoryRegions
+from segclass.inference.sliding import BATCH_SIZE, predict_mask
 from segclass.preprocess.foreground import OPENING_RADIUS, SATURATION_THRESHOLD, Foreground
 
 
@@ -44,7 +44,7 @@ def image_tissue(item: EvalImage) -> Foreground:
     """The tissue the build recorded for `item`; for images made elsewhere, found on its own pixels."""
     if item.tissue is not None:
         return item.tissue
-    from segclass.predict.survey import survey
+    from segclass.inference.survey import survey
 
     return survey(MemoryRegions(item.rgb), SATURATION_THRESHOLD, OPENING_RADIUS, stains=False).tissue
 

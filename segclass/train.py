@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from segclass.config import BUDGETS, MODES, PRECISIONS, VARIANTS, TrainConfig
+from segclass.config import BUDGETS, MODES, PRECISIONS, VARIANTS, TrainConfig, variants_help
 from segclass.errors import SegclassError
 from segclass.cli_help import HelpFormatter
 
@@ -40,9 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="c as a fraction in [0, 0.5]: share of classification patches, classification study only")
     parser.add_argument("--seed", type=int, default=1, help="fixes patch subsets, initial weights, batches and augmentation")
     parser.add_argument("--variant", default="paper", choices=VARIANTS,
-                        help="'paper': classification head of Table A.3; 'released-code': class logits as the spatial "
-                             "max of the segmentation logits plus a pixel loss on classification patches; 'mean-softmax' (ours): "
-                             "class probabilities = mean pixel softmax of the segmentation logits")
+                        help=variants_help())
     parser.add_argument("--budget", default="paper", choices=BUDGETS,
                         help="'paper': an epoch is one pass over the trial's own patches; 'equal': every trial of a "
                              "dataset runs the same iterations per epoch (compute-matched)")

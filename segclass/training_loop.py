@@ -285,6 +285,32 @@ def train(
     return report
 
 
+@dataclasses.dataclass
+class _TrialRun:
+    """What one trial's training holds while it runs: the model and optimizer, its patches and the epochs so far."""
+
+    config: TrainConfig
+    data: DatasetArrays
+    device: torch.device
+    model_config: ModelConfig
+    model: SegClassNet
+    optimizer: torch.optim.Optimizer
+    trial: TrialPatches
+    batches: TrialBatches
+    weights: torch.Tensor
+    iterations: int
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    best: dict[str, Any] = dataclasses.field(default_factory=lambda: {"epoch": -1, "val_macro_f1": -1.0})
+    best_model: dict[str, torch.Tensor] | None = None  # in memory; on disk only when it changed
+    best_saved: int = -1  # the epoch whose best-<epoch>.pt is on disk
+
+    def evaluate(self, prefix: str, images, on_prediction=None) -> dict[str, Any]:
+        return evaluate_images(self.model, images, self.data.num_classes, self.data.class_names,
+                               self.config.patch_size, self.config.eval_stride, self.device, prefix,
+                               on_prediction=on_prediction)
+
+
 def _train(
     config: TrainConfig,
     data: DatasetArrays,
@@ -297,110 +323,131 @@ def _train(
     on_resume: Callable[[list[dict[str, Any]]], None] | None = None,
     on_test_prediction: Callable[[EvalImage, np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
-    """`train` inside the trial's precision scope."""
+    """`train` inside the trial's precision scope: set up, resume, the epochs, the final report."""
+    run = _set_up(config, data, device, pretrained_state)
+    checkpoint_path = Path(run_dir) / FILENAME if run_dir else None
+    if checkpoint_path and checkpoint_path.exists():
+        _resume(run, checkpoint_path)
+        if on_resume:
+            on_resume(run.history)
+    for epoch in range(run.start_epoch, config.epochs):
+        metrics = _epoch(run, epoch)
+        metrics["checkpointed"] = bool(checkpoint_path) and ((epoch + 1) % max(1, checkpoint_every) == 0
+                                                               or epoch + 1 == config.epochs)
+        if metrics["checkpointed"]:
+            _save(run, checkpoint_path, epoch + 1)
+        _log_epoch(metrics, config.epochs)
+        if on_epoch:
+            on_epoch(metrics)
+    return _final_report(run, on_test_prediction)
+
+
+def _set_up(config: TrainConfig, data: DatasetArrays, device: torch.device,
+            pretrained_state: dict[str, torch.Tensor] | None) -> _TrialRun:
+    """The trial's patches, class weights, seeded model, batches and optimizer."""
     data.validate()
     check_patches_available(config, data)
-    target = device
     trial = select_trial_patches(config, data.seg_labels, data.cls_labels, data.cls_sources, data.seg_sources)
     iterations = iterations_per_epoch(config, trial, len(data.seg_labels))
-    weights = torch.tensor(trial_class_weights(config, data, trial), dtype=torch.float32, device=target)
+    weights = torch.tensor(trial_class_weights(config, data, trial), dtype=torch.float32, device=device)
     model_config = ModelConfig(num_classes=data.num_classes, variant=config.variant)
     with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's RNG
         torch.manual_seed(config.seed)
         model = build_model(model_config, pretrained_state if pretrained_state is not None else config.pretrained)
-        model = place_model(model, target)
-    batches = TrialBatches(data, trial, target, config.augment, channels_last=uses_channels_last(target))
+        model = place_model(model, device)
+    batches = TrialBatches(data, trial, device, config.augment, channels_last=uses_channels_last(device))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     log.info(
         "trial %s mode=%s s=%g c=%g seed=%d variant=%s budget=%s init=%s: %d seg + %d cls patches, "
         "%d iterations/epoch on %s in %s", data.name, config.mode, config.seg_fraction, config.cls_fraction,
         config.seed, config.variant, config.budget, pretrained_name(config.pretrained), len(trial.seg),
-        len(trial.cls), iterations, target, config.precision,
+        len(trial.cls), iterations, device, config.precision,
     )
+    return _TrialRun(config, data, device, model_config, model, optimizer, trial, batches, weights, iterations)
 
-    # resume ------------------------------------------------------------------
-    checkpoint_path = Path(run_dir) / FILENAME if run_dir else None
-    start_epoch, history = 0, []
-    best: dict[str, Any] = {"epoch": -1, "val_macro_f1": -1.0}
-    best_model: dict[str, torch.Tensor] | None = None  # in memory; on disk only when it changed
-    best_saved = -1
-    if checkpoint_path and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        _check_same_trial(state, config, checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history = state["epoch"], state["history"]
-        best = {"epoch": state["best"]["epoch"], "val_macro_f1": state["best"]["val_macro_f1"]}
-        inline = state["best"].get("model")  # format 1 kept the best weights inside the checkpoint
-        best_model = inline if inline is not None else _read_best(checkpoint_path, best["epoch"])
-        best_saved = -1 if inline is not None else best["epoch"]  # format 1: write best-<epoch>.pt next time
-        torch.set_rng_state(state["rng_torch"])
-        log.info("resumed from %s after epoch %d", checkpoint_path, start_epoch)
-        if on_resume:
-            on_resume(history)
 
-    # the loop ----------------------------------------------------------------
-    def evaluate(prefix: str, images, on_prediction=None) -> dict[str, Any]:
-        return evaluate_images(
-            model, images, data.num_classes, data.class_names, config.patch_size, config.eval_stride, target, prefix,
-            on_prediction=on_prediction,
-        )
+def _resume(run: _TrialRun, checkpoint_path: Path) -> None:
+    """Continue after the checkpoint's epoch: weights, optimizer, best so far, history and RNG as they were."""
+    state = load_checkpoint(checkpoint_path)
+    _check_same_trial(state, run.config, checkpoint_path)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.start_epoch, run.history = state["epoch"], state["history"]
+    run.best = {"epoch": state["best"]["epoch"], "val_macro_f1": state["best"]["val_macro_f1"]}
+    inline = state["best"].get("model")  # format 1 kept the best weights inside the checkpoint
+    run.best_model = inline if inline is not None else _read_best(checkpoint_path, run.best["epoch"])
+    run.best_saved = -1 if inline is not None else run.best["epoch"]  # format 1: write best-<epoch>.pt next time
+    torch.set_rng_state(state["rng_torch"])
+    log.info("resumed from %s after epoch %d", checkpoint_path, run.start_epoch)
 
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        metrics = train_one_epoch(model, optimizer, config, batches, trial, weights, iterations, epoch, target)
-        train_seconds = time.perf_counter() - started
-        validated = (epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs
-        if validated:
-            metrics.update(evaluate("val_", data.val))
-        metrics.update(epoch=epoch + 1, train_seconds=train_seconds,
-                       images_per_second=metrics["train_images"] / train_seconds if train_seconds > 0 else 0.0,
-                       epoch_seconds=time.perf_counter() - started)
-        if validated and metrics["val_macro_f1"] > best["val_macro_f1"]:
-            best = {"epoch": epoch + 1, "val_macro_f1": metrics["val_macro_f1"]}
-            best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        history.append(metrics)
-        metrics["checkpointed"] = bool(checkpoint_path) and ((epoch + 1) % max(1, checkpoint_every) == 0
-                                                               or epoch + 1 == config.epochs)
-        if metrics["checkpointed"]:
-            if best["epoch"] != best_saved:  # best weights first: the checkpoint then points to a whole file
-                save_checkpoint(checkpoint_path.parent / best_filename(best["epoch"]), {"model": best_model})
-            save_checkpoint(checkpoint_path, {
-                "config": config.to_dict(), "model_config": dataclasses.asdict(model_config),
-                "class_names": list(data.class_names), "preprocessing": data.preprocessing, "epoch": epoch + 1,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best, "history": history,
-                "rng_torch": torch.get_rng_state(), "segclass_version": segclass.__version__,
-            })
-            if best["epoch"] != best_saved:
-                _remove_stale_best(checkpoint_path.parent, keep=best["epoch"])
-                best_saved = best["epoch"]
-        val = (f"val macro F1 {metrics['val_macro_f1']:.3f}  paper-micro F1 {metrics['val_paper_micro_f1']:.3f}"
-               if validated else "not validated")
-        log.info("epoch %d/%d  loss %.4f (seg %.4f, cls %.4f)  %s  %.1f img/s", epoch + 1, config.epochs,
-                 metrics["train_loss"], metrics["train_loss_seg"], metrics["train_loss_cls"], val,
-                 metrics["images_per_second"])
-        if on_epoch:
-            on_epoch(metrics)
 
-    # final report --------------------------------------------------------------
+def _epoch(run: _TrialRun, epoch: int) -> dict[str, Any]:
+    """Train one epoch, validate when it is due, keep the best weights; the epoch's metrics."""
+    config = run.config
+    started = time.perf_counter()
+    metrics = train_one_epoch(run.model, run.optimizer, config, run.batches, run.trial, run.weights, run.iterations,
+                              epoch, run.device)
+    train_seconds = time.perf_counter() - started
+    validated = (epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs
+    if validated:
+        metrics.update(run.evaluate("val_", run.data.val))
+    metrics.update(epoch=epoch + 1, train_seconds=train_seconds,
+                   images_per_second=metrics["train_images"] / train_seconds if train_seconds > 0 else 0.0,
+                   epoch_seconds=time.perf_counter() - started)
+    if validated and metrics["val_macro_f1"] > run.best["val_macro_f1"]:
+        run.best = {"epoch": epoch + 1, "val_macro_f1": metrics["val_macro_f1"]}
+        run.best_model = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+    run.history.append(metrics)
+    return metrics
+
+
+def _save(run: _TrialRun, checkpoint_path: Path, epoch: int) -> None:
+    """The checkpoint after `epoch`; the best weights first, so the checkpoint always points to a whole file."""
+    best_epoch = run.best["epoch"]
+    if best_epoch != run.best_saved:
+        save_checkpoint(checkpoint_path.parent / best_filename(best_epoch), {"model": run.best_model})
+    save_checkpoint(checkpoint_path, {
+        "config": run.config.to_dict(), "model_config": dataclasses.asdict(run.model_config),
+        "class_names": list(run.data.class_names), "preprocessing": run.data.preprocessing, "epoch": epoch,
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "best": run.best,
+        "history": run.history, "rng_torch": torch.get_rng_state(), "segclass_version": segclass.__version__,
+    })
+    if best_epoch != run.best_saved:
+        _remove_stale_best(checkpoint_path.parent, keep=best_epoch)
+        run.best_saved = best_epoch
+
+
+def _log_epoch(metrics: dict[str, Any], epochs: int) -> None:
+    val = (f"val macro F1 {metrics['val_macro_f1']:.3f}  paper-micro F1 {metrics['val_paper_micro_f1']:.3f}"
+           if "val_macro_f1" in metrics else "not validated")
+    log.info("epoch %d/%d  loss %.4f (seg %.4f, cls %.4f)  %s  %.1f img/s", metrics["epoch"], epochs,
+             metrics["train_loss"], metrics["train_loss_seg"], metrics["train_loss_cls"], val,
+             metrics["images_per_second"])
+
+
+def _final_report(run: _TrialRun, on_test_prediction: Callable[[EvalImage, np.ndarray], None] | None
+                  ) -> dict[str, Any]:
+    """Test metrics of the last epoch's weights (and of the best epoch's), sizes, timing and the history."""
+    config, data, history, best = run.config, run.data, run.history, run.best
     report: dict[str, Any] = {
-        **config.to_dict(), "study": config.study, "n_seg_patches": int(len(trial.seg)),
-        "n_cls_patches": int(len(trial.cls)), "iterations_per_epoch": iterations,
-        "class_names": list(data.class_names), "class_weights": weights.cpu().tolist(),
+        **config.to_dict(), "study": config.study, "n_seg_patches": int(len(run.trial.seg)),
+        "n_cls_patches": int(len(run.trial.cls)), "iterations_per_epoch": run.iterations,
+        "class_names": list(data.class_names), "class_weights": run.weights.cpu().tolist(),
         "pretrained": pretrained_name(config.pretrained),
     }
-    report.update(evaluate("test_", data.test, on_test_prediction))
+    report.update(run.evaluate("test_", data.test, on_test_prediction))
     if config.study == "classification":
-        report.update(evaluate_patches(model, data.cls_images[trial.cls_holdout], data.cls_labels[trial.cls_holdout],
-                                       data.num_classes, device=target, prefix="holdout_cls_"))
+        holdout = run.trial.cls_holdout
+        report.update(evaluate_patches(run.model, data.cls_images[holdout], data.cls_labels[holdout],
+                                       data.num_classes, device=run.device, prefix="holdout_cls_"))
     if history and best["epoch"] == history[-1]["epoch"]:  # the model holds the best weights: reuse, no second pass
         report.update({f"test_best_{key[len('test_'):]}": value for key, value in list(report.items())
                        if key.startswith("test_")})
-    elif best_model is not None:
-        last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(best_model)
-        report.update(evaluate("test_best_", data.test))
-        model.load_state_dict(last_state)
+    elif run.best_model is not None:
+        last_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+        run.model.load_state_dict(run.best_model)
+        report.update(run.evaluate("test_best_", data.test))
+        run.model.load_state_dict(last_state)
     report["best_epoch"] = best["epoch"]
     report["val_best_macro_f1"] = best["val_macro_f1"]
     if history:

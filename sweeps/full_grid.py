@@ -25,7 +25,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from segclass.cli_help import counted  # noqa: E402
-from segclass.config import BUDGETS, MODES, PRECISIONS, VARIANTS  # noqa: E402
+from segclass.config import BUDGETS, MODES, PRECISIONS, VARIANTS, variants_help  # noqa: E402
 from segclass.grid import PRESETS, STUDIES, get_preset, narrow  # noqa: E402
 
 
@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "percent, 0-100 (c at most 50), e.g. 1 2.5 5 100; the preset's extra arms too")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds, e.g. 1 2 3 4 5")
     parser.add_argument("--variants", nargs="+", default=None, choices=VARIANTS,
-                        help="model variants to cross with the grid (default: the preset's); only these in extra "
-                             "arms")
+                        help="classification heads to cross with the grid (default: the preset's); only these in "
+                             f"extra arms. {variants_help()}")
     parser.add_argument("--budgets", nargs="+", default=None, choices=BUDGETS,
                         help="training budgets to cross with the grid (default: the preset's: "
                              + ", ".join(f"{p.name} {'/'.join(p.budgets)}" for p in PRESETS.values())

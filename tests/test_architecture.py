@@ -46,6 +46,11 @@ RULES = (
     Rule("(d) the model knows no data, sweep, analysis or predict", "segclass.model",
          ("segclass.data", "segclass.ray_sweep", "segclass.analysis", "segclass.predict"), ANYWHERE),
     Rule("(e) the library never imports the repo-root CLIs", "segclass", ("sweeps", "analysis"), ANYWHERE),
+    Rule("(g) only predict imports predict: training, evaluation, the data build use inference", "segclass",
+         ("segclass.predict",), ANYWHERE, ("segclass.predict",)),
+    Rule("(h) inference knows no model, training, data, predict, sweep or analysis", "segclass.inference",
+         ("segclass.model", "segclass.training_loop", "segclass.train", "segclass.evaluation", "segclass.data",
+          "segclass.predict", "segclass.ray_sweep", "segclass.analysis", "segclass.model_file"), ANYWHERE),
 )
 
 
@@ -183,3 +188,15 @@ def test_importing_the_library_loads_neither_ray_nor_mlflow():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"], f"(ray, mlflow) loaded: {result.stdout}"
+
+
+def test_importing_predict_loads_neither_torch_nor_the_model():
+    """(i) `import segclass.predict` is cheap: its names load `segclass.predict.run` (and torch) on first use."""
+    code = ("import sys\nimport segclass.predict\n"
+            "print('torch' in sys.modules, 'segclass.model' in sys.modules)\n"
+            "segclass.predict.PredictOptions\nprint('segclass.model_file' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "True"], result.stdout

@@ -14,8 +14,8 @@ from segclass.data.arrays import EvalImage
 from segclass.evaluation import evaluate_images, predict_eval_image
 from segclass.model import build_model
 from segclass.predict.__main__ import main
-from segclass.predict.regions import MemoryRegions
-from segclass.predict.sliding import predict_mask, window_logits, window_starts
+from segclass.inference.regions import MemoryRegions
+from segclass.inference.sliding import predict_mask, window_logits, window_starts
 from segclass.preprocess.foreground import Foreground, foreground_mask
 from segclass.model_file import load_model
 
@@ -112,7 +112,7 @@ def test_streamed_windows_average_like_the_definition(tiny_data, batch_size):
 
 @pytest.mark.parametrize("stride", [64, 48, 128, 200])
 def test_windows_of_one_overlap_group_never_overlap(stride):
-    from segclass.predict.sliding import overlap_groups
+    from segclass.inference.sliding import overlap_groups
 
     starts = np.array([(y, x) for y in window_starts(530, 128, stride) for x in window_starts(611, 128, stride)])
     groups = overlap_groups(starts, 128, stride)
@@ -126,7 +126,7 @@ def test_windows_of_one_overlap_group_never_overlap(stride):
 @pytest.mark.parametrize("stride,batch_size", [(64, 5), (48, 32), (64, 1)])
 def test_adds_by_overlap_group_give_the_same_bits_as_window_by_window(stride, batch_size):
     """The CUDA way of adding a batch's logits (one indexed add per group), run on the CPU."""
-    from segclass.predict.sliding import _add_windows, _order_batches_by_group, overlap_groups
+    from segclass.inference.sliding import _add_windows, _order_batches_by_group, overlap_groups
 
     height, width, patch = 230, 300, 128  # flush last windows in both directions
     windows = np.array([(y, x) for y in window_starts(height, patch, stride)

@@ -19,8 +19,8 @@ from segclass.batches import TrialBatches
 from segclass.compute import place_model
 from segclass.config import ModelConfig, TrainConfig
 from segclass.model import build_model
-from segclass.predict.regions import MemoryRegions
-from segclass.predict.sliding import _add_windows, _order_batches_by_group, overlap_groups, predict_mask, window_starts
+from segclass.inference.regions import MemoryRegions
+from segclass.inference.sliding import _add_windows, _order_batches_by_group, overlap_groups, predict_mask, window_starts
 from segclass.preprocess.foreground import Foreground
 from segclass.subsets import select_trial_patches
 from segclass.training_loop import train_one_epoch

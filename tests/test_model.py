@@ -121,3 +121,12 @@ def test_random_init_is_logged_loudly(caplog):
     with caplog.at_level("WARNING"):
         build_model(ModelConfig(num_classes=4), None)
     assert "RANDOM" in caplog.text
+
+
+def test_one_head_registry_feeds_the_cli_the_model_and_the_help():
+    from segclass.config import CLASSIFICATION_HEADS, VARIANTS, variants_help
+    from segclass.model.net import HEAD_BUILDERS
+
+    assert tuple(HEAD_BUILDERS) == VARIANTS == tuple(CLASSIFICATION_HEADS)  # a new head is added in both or fails
+    for name in VARIANTS:
+        assert f"'{name}': " in variants_help()

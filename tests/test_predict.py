@@ -148,7 +148,7 @@ def test_png_at_native_resolution_and_at_a_scale(checkpoint, slide, tmp_path, ca
 def test_tissue_found_on_a_thumbnail_when_the_image_is_large(checkpoint, slide, tmp_path):
     """Tissue detection runs on a capped thumbnail; the mask is 0 wherever that thumbnail says glass."""
     from segclass.predict.run import PredictOptions, predict_image
-    from segclass.predict.regions import open_regions
+    from segclass.inference.regions import open_regions
 
     trained = load_model(checkpoint)
     options = PredictOptions(out_dir=tmp_path, foreground_max_pixels=8000, progress=False)

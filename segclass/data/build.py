@@ -1,7 +1,7 @@
 """Build a dataset's shard cache: adapter -> foreground filter -> stain normalization -> shards.
 
 Validation and test images are prepared the way `segclass.predict` prepares
-a slide (`segclass.predict.survey`, on the file they were read from when
+a slide (`segclass.inference.survey`, on the file they were read from when
 there is one): their tissue is found on a thumbnail and recorded with them,
 and their stains are mapped to the training reference with the thumbnail's
 stain estimate. Evaluation during training then predicts exactly what
@@ -273,8 +273,8 @@ def prepare_images(arrays: DatasetArrays, params: BuildParams, report: BuildRepo
 
 def _prepare_for_evaluation(item: EvalImage, params: BuildParams, normalizer) -> EvalImage:
     """`item` with the tissue and the colours `segclass.predict` would give it (see the module docstring)."""
-    from segclass.predict.regions import MemoryRegions, open_regions
-    from segclass.predict.survey import survey
+    from segclass.inference.regions import MemoryRegions, open_regions
+    from segclass.inference.survey import survey
 
     regions = open_regions(item.source, params.magnification) if item.source else MemoryRegions(item.rgb)
     with regions:

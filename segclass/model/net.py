@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ class ModelOutput(NamedTuple):
 
 
 class SegClassNet(nn.Module):
-    """The network of paper Fig. 1 in any variant (see `segclass.config.VARIANTS`)."""
+    """The network of paper Fig. 1 with any classification head (`segclass.config.CLASSIFICATION_HEADS`)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -73,13 +73,17 @@ class MaskModel(nn.Module):
         return self.net.forward_masks(images)
 
 
+#: How each head of `segclass.config.CLASSIFICATION_HEADS` is built, by the same names.
+HEAD_BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "paper": lambda config: ClassificationHead(config.num_classes, config.cls_hidden),
+    "released-code": lambda config: MaxPoolClassificationHead(),
+    "mean-softmax": lambda config: MeanSoftmaxClassificationHead(),
+}
+
+
 def classification_head(config: ModelConfig) -> nn.Module:
-    """The classification head of a variant (see `segclass.config.VARIANTS`)."""
-    if config.variant == "paper":
-        return ClassificationHead(config.num_classes, config.cls_hidden)
-    if config.variant == "released-code":
-        return MaxPoolClassificationHead()
-    return MeanSoftmaxClassificationHead()
+    """The classification head of a variant (`segclass.config.CLASSIFICATION_HEADS` says what each is)."""
+    return HEAD_BUILDERS[config.variant](config)
 
 
 def upsample_to(lowres: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,9 @@ from segclass.errors import SegclassError
 from segclass.files import atomic_write
 from segclass.predict import outputs
 from segclass.predict.geojson import write_geojson
-from segclass.predict.regions import Regions, open_regions
-from segclass.predict.sliding import BATCH_SIZE, predict_mask
-from segclass.predict.survey import THUMBNAIL_MAX_PIXELS, Survey, survey
+from segclass.inference.regions import Regions, open_regions
+from segclass.inference.sliding import BATCH_SIZE, predict_mask
+from segclass.inference.survey import THUMBNAIL_MAX_PIXELS, Survey, survey
 from segclass.predict.truth import load_truth
 from segclass.model_file import TrainedModel
 

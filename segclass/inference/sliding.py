@@ -54,7 +54,7 @@ import torch
 
 from segclass.augment import normalize, to_input
 from segclass.compute import autocast
-from segclass.predict.regions import Regions
+from segclass.inference.regions import Regions
 from segclass.preprocess.foreground import Foreground
 
 Transform = Callable[[np.ndarray], np.ndarray]

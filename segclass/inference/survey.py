@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segclass.predict.regions import Regions
+from segclass.inference.regions import Regions
 from segclass.preprocess.foreground import Foreground
 from segclass.preprocess.stain import SourceStains, StainNormalizationError, estimate_stains
 
