@@ -152,6 +152,8 @@ def audit(work: Path, seeds: int, epochs: int, ledger: Path, checkpoint_every: i
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")]
         if steps != list(range(1, epochs + 1)):
             problems.append(f"{run.info.run_name}: history epochs {steps}")
+    left_open = [r for r in runs if r.info.status in ("RUNNING", "SCHEDULED")]  # no driver runs any more
+    problems += [f"{r.info.run_name}: left {r.info.status}" for r in left_open]
     trained = Counter(tuple(line.split(" ")[:2]) for line in ledger_lines(ledger))
     checkpointed = {e for e in range(1, epochs + 1) if e % checkpoint_every == 0 or e == epochs}
     twice = {k: n for k, n in trained.items() if n > 1 and int(k[1]) in checkpointed}  # others: lost by a kill
@@ -167,6 +169,7 @@ def audit(work: Path, seeds: int, epochs: int, ledger: Path, checkpoint_every: i
         "grid_points": len(points), "finished_runs": sum(finished.values()),
         "identities": len({r.data.tags.get(IDENTITY_TAG) for r in runs}),
         "superseded_runs": sum(SUPERSEDED_TAG in r.data.tags for r in runs),
+        "runs_left_open": len(left_open), "runs_killed": sum(r.info.status == "KILLED" for r in runs),
         "epochs_trained": sum(trained.values()), "epochs_minimum": len(points) * epochs,
         "epochs_retrained_between_checkpoints": summary_retrained,
         "trials_resumed_from_checkpoint": len(resumed), "problems": problems,

@@ -2,9 +2,9 @@
 
 Built from the test image, true mask and predicted mask each trial logged as
 MLflow artifacts (`masks/<image>_image.png`, `_truth.png`, `_pred.png`). The
-top row shows the H&E image and the ground truth over it; below, one row per
-mode and one column per s (s <= 10%), every arm on the same test image (the
-first one every trial of the figure logged). Classes are drawn over the image
+first column shows the H&E image and the ground truth over it; then one row
+per mode and one column per s (s <= 10%), every arm on the same test image
+(the first one every trial of the figure logged). Classes are drawn over the image
 on tissue only (`segclass.palette.overlay`, tissue found by the build's rule),
 so glass stays glass and normal tissue has a colour of its own; one legend
 names both. Each prediction carries its macro F1 on this image.
@@ -51,17 +51,16 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
         image, truth = _read(first, image_name, "image"), _read(first, image_name, "truth")
         tissue = _tissue(image)
         classes = max(len(names), int(truth.max()) + 1)
-        columns = max(len(xs), 2)
-        figure, axes = plt.subplots(len(modes) + 1, columns, figsize=(2.6 * columns + 2.4, 2.6 * (len(modes) + 1)),
-                                    squeeze=False)
+        rows, columns = max(len(modes), 2), 1 + len(xs)
+        figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns + 2.4, 2.6 * rows), squeeze=False)
         for axis in axes.ravel():
             axis.axis("off")
-        axes[0][0].imshow(image)
+        axes[0][0].imshow(image)  # the first column: the image and its truth; then a column per s
         axes[0][0].set_title(f"H&E: test image {image_name}", fontsize=8, loc="left")
-        axes[0][1].imshow(overlay(image, truth, tissue, classes))
-        axes[0][1].set_title("ground truth", fontsize=8, loc="left")
+        axes[1][0].imshow(overlay(image, truth, tissue, classes))
+        axes[1][0].set_title("ground truth", fontsize=8, loc="left")
         for (mode, x), folder in cells.items():
-            axis = axes[1 + modes.index(mode)][xs.index(x)]
+            axis = axes[modes.index(mode)][1 + xs.index(x)]
             prediction = _read(folder, image_name, "pred")
             axis.imshow(overlay(image, prediction, tissue, classes))
             axis.set_title(f"{mode}, s = {x:g}%", fontsize=8, loc="left")
