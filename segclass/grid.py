@@ -118,8 +118,8 @@ PRESETS: dict[str, Preset] = {
         description="synthetic data at the equal budget (every trial 12 epochs of the same 12 iterations, so the "
                     "comparison is about data, not steps): S at s = 5 and 100%, S+C and S+C* at s = 5% with the "
                     "paper's head, S+C at s = 5% with the mean-softmax head, 2 seeds (10 trials), validated every "
-                    "4th epoch; random init (runs offline); 23 minutes from a fresh clone on a 2-core AMD EPYC without "
-                    "GPU (setup excluded), 2 trials at a time: give more cores and it runs more at once",
+                    "4th epoch; random init (runs offline); 2 trials at a time on 2 cores (10-23 minutes measured, "
+                    "README): give more cores and it runs more at once",
         epochs=12, seg_modes=("S", "S+C", "S+C*"), seg_fractions=(0.05,), seeds=(1, 2), budgets=("equal",),
         extra_arms=(("S", 1.0, "paper", "equal"), ("S+C", 0.05, "mean-softmax", "equal")),
         checkpoint_every=4, validate_every=4,
