@@ -40,8 +40,11 @@ def variants_help() -> str:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 #: `paper`: an epoch is one pass over the trial's own patches (as published).
-#: `equal`: every trial of a dataset runs the same number of iterations per epoch.
-BUDGETS = ("paper", "equal")
+#: `equal`: every trial of a dataset runs the same number of optimizer steps per epoch (an S+C step trains on a
+#: segmentation and a classification batch, an S step on one: S+C sees twice the images).
+#: `equal-images`: every trial of a dataset trains on the same number of images per epoch (S takes twice the
+#: steps of S+C, each of one batch of the usual size), the control for S+C's extra images.
+BUDGETS = ("paper", "equal", "equal-images")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ model file's description (class names, trial config, preprocessing: what
 predict needs to see a slide as the model was trained) travels in the MLmodel
 file's metadata, so `segclass.predict --checkpoint models:/<name>/<version>`
 rebuilds the full `TrainedModel` from it. The module is saved with pickle
-(segclass must be importable where it is loaded): torch.export's program
+(segclass must be installed where it is loaded, from its repository: it is
+not a PyPI package, so it is not among the model's pip requirements): torch.export's program
 would take ~10 s per trial in the driver and lose the SegClassNet inside.
 """
 
@@ -48,12 +49,14 @@ def log_trained_model(tracking_uri: str, run_id: str, trained: TrainedModel) -> 
     status = client.get_run(run_id).info.status
     # pickle is chosen (module docstring): MLflow's caution about it, once per trial, would flood the console
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            module, name=MODEL_NAME, signature=infer_signature(example, output), input_example=example,
-            serialization_format="pickle", pip_requirements=[f"torch>={torch.__version__.split('+')[0]}", "segclass"],
-            metadata={METADATA_KEY: json.dumps(metadata, default=_plain)})
-    client.update_run(run_id, status=status)  # the `with` ended the run: it ends when its trial's record is whole
+    try:  # segclass itself is not a pip requirement: it is not on PyPI (a name there could be anyone's package)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                module, name=MODEL_NAME, signature=infer_signature(example, output), input_example=example,
+                serialization_format="pickle", pip_requirements=[f"torch>={torch.__version__.split('+')[0]}"],
+                metadata={METADATA_KEY: json.dumps(metadata, default=_plain)})
+    finally:  # the `with` ended the run: it ends when its trial's record is whole
+        client.update_run(run_id, status=status)
     return info.model_uri
 
 

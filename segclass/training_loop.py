@@ -60,8 +60,12 @@ def iterations_per_epoch(config: TrainConfig, trial: TrialPatches, seg_total: in
     """Iterations in one epoch under the trial's training budget (README "The sweep", budgets).
 
     `paper`: one pass over the trial's own patches, ceil(N_trial / (B x kinds)).
-    `equal`: ceil(N_dataset / (2 B)) for every trial of the dataset, so modes and
-    fractions are compared at equal compute.
+    `equal`: ceil(N_dataset / (2 B)) for every trial of the dataset: equal
+    optimizer steps (not equal compute: an S+C step runs two batches, S one).
+    `equal-images`: ceil(N_dataset / (2 B)) x 2 / kinds, so every trial trains on
+    2 B x ceil(N_dataset / (2 B)) images an epoch: S runs twice the steps. The
+    batch size stays the paper's B (a batch of 2B would change BatchNorm's
+    statistics and Adam's step per image, a second difference between arms).
     """
     return _iterations(config, len(trial.seg), len(trial.cls), seg_total, trial.cls_pool)
 
@@ -72,7 +76,8 @@ def _iterations(config: TrainConfig, seg: int, cls: int, seg_total: int, cls_poo
         return 0
     if config.budget == "paper":
         return math.ceil((seg + cls) / (config.batch_size * kinds))
-    return math.ceil((seg_total + cls_pool) / (2 * config.batch_size))
+    steps = math.ceil((seg_total + cls_pool) / (2 * config.batch_size))
+    return steps * 2 // kinds if config.budget == "equal-images" else steps
 
 
 def batches_per_epoch(config: TrainConfig, data: DatasetArrays) -> int:

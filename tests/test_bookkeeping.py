@@ -358,3 +358,27 @@ def test_two_drivers_that_found_an_identity_free_leave_it_to_one_claim(tmp_path)
         unstarted = _identity(GridPoint("segmentation", "bach", "S", 0.05, 1))
         assert first.claim([unstarted]) == {} and first.release_unstarted() == 1
         assert [r.info.run_id for r in client.search_runs([first.experiment_id(identity)])] == [runs[0].info.run_id]
+        # a trial that started and then failed for good keeps its run (FAILED, its history): never released
+        failing = _identity(GridPoint("segmentation", "bach", "S", 0.05, 2))
+        assert first.claim([failing]) == {}
+        failed_run = first.start(failing, failing.params(), start_epoch=0)
+        first.fail(failing.digest)
+        assert first.release_unstarted() == 0
+        assert client.get_run(failed_run).info.status == "FAILED"
+
+
+def test_claims_whose_drivers_cannot_see_each_others_locks_still_agree_on_one(tmp_path):
+    """Two hosts with their own local storage and one tracking server: each other's lock is unreadable (unknown),
+    and an open run of an unknown owner still counts as a claim, so the identity is trained once."""
+    from mlflow import MlflowClient
+
+    from segclass.ray_sweep.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    identity = _identity()
+    first, second = (Tracker(uri, sweep=name, driver=f"driver-{name}", lock_uri=f"{tmp_path}/host-{name}/driver.json")
+                     for name in ("a", "b"))  # neither lock folder exists on "this host"
+    assert first.claim([identity]) == {}
+    assert second.claim([identity]) == {identity.digest: "a"}
+    runs = MlflowClient(uri).search_runs([first.experiment_id(identity)])
+    assert len(runs) == 1 and runs[0].data.tags["segclass.sweep"] == "a"

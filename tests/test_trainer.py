@@ -34,6 +34,9 @@ def test_budgets_iterations_per_epoch(tiny_data):
         assert iterations_per_epoch(paper, trial, n_seg) == math.ceil((len(trial.seg) + len(trial.cls)) / (4 * kinds))
         equal = paper.replace(budget="equal")
         assert iterations_per_epoch(equal, trial, n_seg) == math.ceil((n_seg + n_cls) / 8)
+        # equal-images: every mode trains on the same images an epoch; S by twice the steps, batches stay 4
+        images = iterations_per_epoch(paper.replace(budget="equal-images"), trial, n_seg) * 4 * kinds
+        assert images == 8 * math.ceil((n_seg + n_cls) / 8)
     empty = TrainConfig(mode="S", seg_fraction=0.0)
     assert iterations_per_epoch(empty, select_trial_patches(empty, tiny_data.seg_labels, tiny_data.cls_labels), n_seg) == 0
 
@@ -67,6 +70,13 @@ def test_deterministic_for_a_seed(tiny_data, tmp_path):
     assert not torch.equal(_final_weights(tmp_path / "a")["seg_head.classifier.weight"],
                            _final_weights(tmp_path / "c")["seg_head.classifier.weight"])
     assert c["n_seg_patches"] == a["n_seg_patches"]
+
+
+def test_equal_images_budget_trains_s_and_s_plus_c_on_the_same_images(tiny_data):
+    config = TrainConfig(mode="S", seg_fraction=0.5, budget="equal-images", **{**FAST, "epochs": 1})
+    alone, both = (train(config.replace(mode=mode), tiny_data) for mode in ("S", "S+C"))
+    assert alone["history"][0]["train_images"] == both["history"][0]["train_images"] > 0
+    assert alone["iterations_per_epoch"] == 2 * both["iterations_per_epoch"]
 
 
 @pytest.mark.parametrize("variant", ["paper", "released-code", "mean-softmax"])

@@ -7,7 +7,8 @@ per mode and one column per s (s <= 10%), every arm on the same test image
 (the first one every trial of the figure logged). Classes are drawn over the image
 on tissue only (`segclass.palette.overlay`, tissue found by the build's rule),
 so glass stays glass and normal tissue has a colour of its own; one legend
-names both. Each prediction carries its macro F1 on this image.
+names both. Each prediction carries its macro F1 on this image, over all its
+pixels as the trials' test metric counts them.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
         first = next(iter(cells.values()))
         image, truth = _read(first, image_name, "image"), _read(first, image_name, "truth")
         tissue = _tissue(image)
-        classes = max(len(names), int(truth.max()) + 1)
+        predictions = {key: _read(folder, image_name, "pred") for key, folder in cells.items()}
+        classes = max(len(names), int(truth.max()) + 1, *(int(p.max()) + 1 for p in predictions.values()))
         rows, columns = max(len(modes), 2), 1 + len(xs)
         figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns + 2.4, 2.6 * rows), squeeze=False)
         for axis in axes.ravel():
@@ -59,13 +61,12 @@ def plot_samples(runs: pd.DataFrame, class_names_of: dict[str, list[str]], out_d
         axes[0][0].set_title(f"H&E: test image {image_name}", fontsize=8, loc="left")
         axes[1][0].imshow(overlay(image, truth, tissue, classes))
         axes[1][0].set_title("ground truth", fontsize=8, loc="left")
-        for (mode, x), folder in cells.items():
+        for (mode, x), prediction in predictions.items():
             axis = axes[modes.index(mode)][1 + xs.index(x)]
-            prediction = _read(folder, image_name, "pred")
             axis.imshow(overlay(image, prediction, tissue, classes))
             axis.set_title(f"{mode}, s = {x:g}%", fontsize=8, loc="left")
-            axis.text(3, image.shape[0] - 6, f"macro F1 {_macro_f1(truth, prediction, classes):.2f}", fontsize=7,
-                      bbox={"facecolor": "white", "alpha": 0.8, "pad": 1})
+            axis.text(3, image.shape[0] - 6, f"macro F1 {_macro_f1(truth, prediction, classes):.2f} (all pixels)",
+                      fontsize=7, bbox={"facecolor": "white", "alpha": 0.8, "pad": 1})
         labels = names or [f"class {k}" for k in range(classes)]
         figure.legend(handles=legend_handles(labels), loc="center right", fontsize=8, frameon=False,
                       title="classes over tissue", title_fontsize=8)

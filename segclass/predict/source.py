@@ -47,11 +47,16 @@ def load_trained(spec: str, tracking_uri: str | None = None, which: str = "last"
 
 def _has_logged_model(run_id: str, tracking_uri: str | None) -> bool:
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     try:
         return bool(MlflowClient(_tracking_uri(tracking_uri)).get_run(run_id).outputs.model_outputs)
-    except Exception:  # noqa: BLE001 - a missing run is reported by the model.pt download, with the fix
-        return False
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":  # the model.pt download reports it, with the fix
+            return False
+        store = _without_credentials(_tracking_uri(tracking_uri))
+        raise CheckpointError(f"cannot read MLflow run {run_id} from {store}: {str(exc).splitlines()[0]}; check "
+                              "--tracking-uri") from exc
 
 
 def _logged_model(uri: str, tracking_uri: str | None) -> TrainedModel:

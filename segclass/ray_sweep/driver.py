@@ -15,6 +15,7 @@ py_modules), so a node needs only the dependencies.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -281,7 +282,12 @@ def run_sweep(options: SweepOptions, epoch_hook: EpochHook | None = None,
     settings = next(iter(identities.values())).settings_dict
 
     sweep_folder = Storage(sweep_storage(options)).child(options.name)
-    with DriverLock(sweep_folder, options.name) as lock:
+    with contextlib.ExitStack() as held:
+        try:
+            lock = held.enter_context(DriverLock(sweep_folder, options.name))
+        except OSError as exc:  # storage this machine cannot write (credentials, endpoint, permissions)
+            raise ConfigError(f"--storage {sweep_folder.uri}: cannot take the sweep's driver lock there ({exc}); "
+                              "fix the path or the storage's credentials") from exc
         check_sweep(sweep_folder, options.name, preset.dataset, fingerprint, settings, [p.key for p in points],
                     grow=options.grow, resume=options.resume)
         return _drive(options, points, identities, sweep_folder, fingerprint, weights, epoch_hook,
@@ -313,23 +319,23 @@ def _drive(options: SweepOptions, points: list[GridPoint], identities: dict[str,
     todo = [p for p in points if identities[p.key].digest not in finished]
     _leave_to_other_sweeps(options.name, todo, identities, found.elsewhere, summary)
     todo = [p for p in todo if p.key not in summary.elsewhere]
-    # two sweeps that started at once both found these free: the claim decides which trains each
-    _leave_to_other_sweeps(options.name, todo, identities, tracker.claim([identities[p.key] for p in todo]),
-                           summary)
-    todo = [p for p in todo if p.key not in summary.elsewhere]
-    elsewhere = f", {len(summary.elsewhere)} being trained by other sweeps" if summary.elsewhere else ""
-    print(f"sweep {options.name}: {counted(len(points), 'grid point')}, {len(summary.skipped)} already finished "
-          f"(skipped){elsewhere}, {len(todo)} to run", flush=True)
-    if not todo:
-        return summary
-
-    writer = TrackingWriter(tracker, sweep_folder, keep_trial_files=options.keep_trial_files)
+    writer = None
     try:
+        # two sweeps that started at once both found these free: the claim decides which trains each
+        _leave_to_other_sweeps(options.name, todo, identities, tracker.claim([identities[p.key] for p in todo]),
+                               summary)
+        todo = [p for p in todo if p.key not in summary.elsewhere]
+        elsewhere = f", {len(summary.elsewhere)} being trained by other sweeps" if summary.elsewhere else ""
+        print(f"sweep {options.name}: {counted(len(points), 'grid point')}, {len(summary.skipped)} already finished "
+              f"(skipped){elsewhere}, {len(todo)} to run", flush=True)
+        if not todo:
+            return summary
+        writer = TrackingWriter(tracker, sweep_folder, keep_trial_files=options.keep_trial_files)
         experiment = _run_tune(options, todo, identities, sweep_folder, writer, fingerprint, weights, epoch_hook,
                                trainable, cache)
         summary.experiments.append(experiment)
     finally:
-        stats = writer.close()
+        stats = writer.close() if writer is not None else None
         try:  # claims of trials that never reported (an interrupted driver) are not left SCHEDULED
             tracker.release_unstarted()
         except Exception as exc:  # noqa: BLE001 - the next driver takes them over anyway

@@ -147,7 +147,7 @@ class Storage:
         if scheme == "s3":
             try:
                 import boto3
-                from botocore.exceptions import ClientError
+                from botocore.exceptions import BotoCoreError, ClientError
             except ImportError:
                 return _no_conditional_write(self.uri, "boto3")
             try:  # boto3 reads the same AWS_* settings (AWS_ENDPOINT_URL too) as pyarrow
@@ -157,9 +157,12 @@ class Storage:
                 if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
                     return False
                 raise OSError(f"{self.uri}/{name}: {error}") from error
+            except BotoCoreError as error:  # no credentials, endpoint unreachable: the caller names the flag
+                raise OSError(f"{self.uri}/{name}: {error}") from error
         if scheme in ("gs", "gcs"):
             try:
-                from google.api_core.exceptions import PreconditionFailed
+                from google.api_core.exceptions import GoogleAPIError, PreconditionFailed
+                from google.auth.exceptions import GoogleAuthError
                 from google.cloud import storage
             except ImportError:
                 return _no_conditional_write(self.uri, "google-cloud-storage")
@@ -168,6 +171,8 @@ class Storage:
                 return True
             except PreconditionFailed:
                 return False
+            except (GoogleAPIError, GoogleAuthError) as error:
+                raise OSError(f"{self.uri}/{name}: {error}") from error
         return _no_conditional_write(self.uri, "")
 
     def rename_away(self, name: str, new_name: str) -> bool:

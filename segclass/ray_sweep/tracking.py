@@ -39,6 +39,8 @@ BATCH_LIMIT = 1000
 CLAIM_SETTLE_S = 2.0
 #: MLflow keeps at most 36 characters of a dataset digest; 16 hex characters of the fingerprint identify it.
 DATASET_DIGEST_CHARS = 16
+#: Tries to log a run's dataset: the server's dataset insert races another sweep's (a unique-key error) once at most.
+DATASET_ATTEMPTS = 3
 #: Run statuses of a training that has not ended: a driver that is gone never leaves them so.
 OPEN_STATUSES = ("RUNNING", "SCHEDULED")
 
@@ -80,6 +82,7 @@ class Tracker:
         # tag search per trial (which costs O(runs in the store) on SQLite)
         self._index: dict[str, list[str]] | None = None
         self._made: dict[str, str] = {}  # digest -> the run `claim` created for it
+        self._started: set[str] = set()  # digests whose trial reported (`start`): their runs are kept
 
     # -- lookup -------------------------------------------------------------
     def experiment_id(self, identity: TrialIdentity) -> str:
@@ -197,12 +200,17 @@ class Tracker:
             runs = held.get(identity.digest, [])
             finished = [r for r in runs if r.info.status == FINISHED]
             contenders = [r for r in runs if r.info.status != FINISHED and SUPERSEDED_TAG not in r.data.tags
-                          and (r.data.tags.get(OWNER_TAG) == me or self._owner_state(r.data.tags) == "live")]
+                          and (r.data.tags.get(OWNER_TAG) == me or self._contends(r))]
             holder = finished[0] if finished else min(contenders, key=lambda r: (r.info.start_time, r.info.run_id),
                                                       default=None)
             if holder is None or holder.data.tags.get(OWNER_TAG) == me and holder.info.status != FINISHED:
                 continue
             lost[identity.digest] = holder.data.tags.get(SWEEP_TAG) or "another sweep"
+            if not finished and self._owner_state(holder.data.tags) == "unknown":
+                log.warning("%s: MLflow run %s holds this trial, and its driver's lock (%s) cannot be read from this "
+                            "host: it may be training elsewhere. If that sweep is gone, end the run (KILLED) in "
+                            "MLflow and run this sweep again", identity.point.run_name, holder.info.run_id,
+                            holder.data.tags.get(OWNER_LOCK_TAG))
             made = self._made.pop(identity.digest, None)
             if made:  # never trained: nothing of it is kept
                 self.client.delete_run(made)
@@ -216,7 +224,7 @@ class Tracker:
         Runs this driver took over keep their history and status: the next
         driver takes them again.
         """
-        unstarted = [run_id for digest, run_id in self._made.items() if digest not in self._runs]
+        unstarted = [run_id for digest, run_id in self._made.items() if digest not in self._started]
         for run_id in unstarted:
             self.client.delete_run(run_id)
         self._made.clear()
@@ -227,6 +235,13 @@ class Tracker:
             return [self.client.get_run(run_id) for run_id in self._index.get(identity.digest, [])]
         query = f"tags.`{IDENTITY_TAG}` = '{identity.digest}'"
         return list(iter_runs(self.client, self.experiment_id(identity), query))
+
+    def _contends(self, run) -> bool:
+        """A claim of another driver that may hold the identity: its driver lives, or its lock cannot be read from
+        here (another host's local storage) while the run is open. Every driver judges the same way, so two that
+        cannot see each other's locks still agree on one holder."""
+        state = self._owner_state(run.data.tags)
+        return state == "live" or state == "unknown" and run.info.status in OPEN_STATUSES
 
     def _may_take(self, run) -> bool:
         """A run this driver may continue or supersede: not one a live driver owns, nor a RUNNING one whose owner
@@ -263,6 +278,7 @@ class Tracker:
         history, replayed from the checkpoint: one run, one training.
         """
         digest = identity.digest
+        self._started.add(digest)  # from here its run holds a training (or its params): never released
         if digest in self._runs:
             return self._runs[digest]
         runs = self._runs_of_identity(identity)
@@ -325,12 +341,21 @@ class Tracker:
         DATASET_DIGEST_CHARS of its data fingerprint (what the sweep's identity holds) and the cache it was read from.
         """
         from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         source = json.dumps({"uri": self.data_source or identity.point.dataset})
         dataset = Dataset(name=identity.point.dataset, digest=identity.settings_dict["data_fingerprint"][
             :DATASET_DIGEST_CHARS], source_type="local", source=source)
-        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context",
-                                                                                        "training")])])
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+        for attempt in range(DATASET_ATTEMPTS):
+            try:
+                self.client.log_inputs(run_id, datasets=inputs)
+                return
+            except MlflowException as exc:  # two sweeps adding the experiment's first run of this data at once: the
+                if attempt + 1 == DATASET_ATTEMPTS:  # server's get-or-create of the dataset row is not atomic;
+                    raise  # the retry finds the row the other made
+                log.info("logging the dataset of MLflow run %s again (%s)", run_id, str(exc).splitlines()[0])
+                time.sleep(0.5 * (attempt + 1))
 
     def _claim(self, run_id: str, params: dict[str, Any]) -> None:
         """Make this driver the run's owner and log the params the run lacks (a create whose params failed).
