@@ -30,11 +30,11 @@ from segclass.augment import AugmentDraws, draw_augmentation
 from segclass.batches import EpochDraws, TrialBatches
 from segclass.checkpoint import FILENAME, best_filename, is_best_file, load_best, load_checkpoint, save_checkpoint
 from segclass.compute import autocast, pick_device, place_model, precision_scope, resolve_precision, uses_channels_last
-from segclass.config import ModelConfig, TrainConfig
+from segclass.config import PSEUDO_MASK_FLOOR, ModelConfig, TrainConfig
 from segclass.data.arrays import DatasetArrays, EvalImage
 from segclass.errors import CheckpointError, TrainingError
 from segclass.evaluation import evaluate_images, evaluate_patches
-from segclass.losses import class_weights, weighted_pixel_loss
+from segclass.losses import class_weights, label_set_loss, pseudo_masks, weighted_pixel_loss
 from segclass.model import ModelOutput, SegClassNet, build_model, pretrained_name
 from segclass.subsets import TrialPatches, holdout_split, patch_fractions, select_trial_patches, trial_counts
 
@@ -121,6 +121,11 @@ def classification_terms(
     if config.variant == "released-code":  # the released code also fits a constant mask
         constant = labels.view(-1, 1, 1).expand(-1, *output.mask_logits.shape[-2:])
         terms["loss_cls_pixel"] = weighted_pixel_loss(output.mask_logits, constant, weights)
+    elif config.variant == "label-set":  # on the low-resolution logits: the mask logits are their upsampling
+        terms["loss_cls_pixel"] = label_set_loss(output.lowres_logits, labels, weights)
+    elif config.variant == "pseudo-mask":
+        targets = pseudo_masks(output.lowres_logits, labels, PSEUDO_MASK_FLOOR)
+        terms["loss_cls_pixel"] = weighted_pixel_loss(output.lowres_logits, targets, weights)
     return terms
 
 

@@ -148,6 +148,14 @@ def test_annotation_budget_reads_off_the_smallest_s_per_target_with_seed_spread(
     assert "Annotation budget" in (report_dir / "index.md").read_text()
 
 
+def test_share_of_full_masks_at_five_percent_with_seed_range(report_dir):
+    table = pd.read_csv(report_dir / "tables" / "share_of_full_masks.csv", dtype=str).set_index("mode")
+    # S at s = 5: 50 and 60 against S at 100% = 80; S+C: 64 and 70
+    assert table.loc["S", ["share of S at 100%", "seed range", "reaches 95%"]].tolist() == ["69%", "62%–75%", "no"]
+    assert table.loc["S+C", ["share of S at 100%", "seed range", "seeds"]].tolist() == ["84%", "80%–87%", "2"]  # 70 / 80 = 0.87499...: rounds down
+    assert "How close to full masks" in (report_dir / "index.md").read_text()
+
+
 def test_classification_table_and_confusion(report_dir):
     table = pd.read_csv(report_dir / "tables" / "table_d4_classification.csv", dtype=str).set_index("mode")
     assert table.loc["S2+C2", "50"] == "75.0 ± 5.0" and table.loc["S2+C2", "10"] == "45.0 ± 5.0"
@@ -342,3 +350,21 @@ def test_s_filters_as_a_number_in_mlflow(store):
     found = client.search_runs([experiment.experiment_id], "metrics.seg_percent < 10 and attributes.status = 'FINISHED'")
     assert sorted(float(run.data.params["seg_percent"]) for run in found) == [5.0] * 4
     assert "metrics.seg_percent" in experiment.tags.get("mlflow.note.content", "")
+
+
+def test_comparison_figure_draws_the_image_matched_s_beside_the_equal_steps_arms(tmp_path):
+    import matplotlib
+
+    from segclass.analysis.curves import MATCHED_LABEL, plot_arms
+
+    rows = [{"dataset": "synthetic", "budget": budget, "mode": mode, "variant": variant, "metric": "macro_f1", "x": x,
+             "mean": mean, "std": 2.0, "n": 2}
+            for budget, mode, variant, x, mean in (("equal", "S", "paper", 5.0, 50.0), ("equal", "S", "paper", 100.0, 75.0),
+                                                   ("equal", "S+C", "mean-softmax", 5.0, 60.0),
+                                                   ("equal-images", "S", "paper", 5.0, 55.0),
+                                                   ("equal-images", "S", "paper", 100.0, 77.0))]
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays text in the SVG
+        paths = plot_arms(pd.DataFrame(rows), ["macro_f1"], "s (%)", tmp_path / "comparison")
+    assert sorted(p.name for p in paths) == ["comparison_synthetic_equal.png", "comparison_synthetic_equal.svg"]
+    svg = (tmp_path / "comparison_synthetic_equal.svg").read_text()
+    assert MATCHED_LABEL in svg and "S+C (mean-softmax head)" in svg

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from segclass.checkpoint import FILENAME, load_checkpoint
-from segclass.config import TrainConfig
+from segclass.config import VARIANTS, TrainConfig
 from segclass.errors import CheckpointError, ConfigError, TrainingError
+from segclass.losses import label_set_loss, pseudo_masks
 from segclass.subsets import select_trial_patches
 from segclass.model_file import load_trained_model
 from segclass.model import ModelOutput
@@ -79,14 +80,41 @@ def test_equal_images_budget_trains_s_and_s_plus_c_on_the_same_images(tiny_data)
     assert alone["iterations_per_epoch"] == 2 * both["iterations_per_epoch"]
 
 
-@pytest.mark.parametrize("variant", ["paper", "released-code", "mean-softmax"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_classification_terms_per_variant(variant):
-    lowres = torch.randn(2, 4, 16, 16)
+    lowres = torch.randn(2, 4, 16, 16, requires_grad=True)
     output = ModelOutput(lowres.repeat_interleave(8, 2).repeat_interleave(8, 3), lowres, torch.randn(2, 4))
     labels = torch.tensor([1, 3])
     terms = classification_terms(TrainConfig(variant=variant), output, labels, torch.ones(4))
     assert torch.allclose(terms["loss_cls"], torch.nn.functional.cross_entropy(output.class_logits, labels))
-    assert set(terms) == ({"loss_cls", "loss_cls_pixel"} if variant == "released-code" else {"loss_cls"})
+    pixel_term = variant in ("released-code", "label-set", "pseudo-mask")
+    assert set(terms) == ({"loss_cls", "loss_cls_pixel"} if pixel_term else {"loss_cls"})
+    if pixel_term:
+        assert terms["loss_cls_pixel"] > 0 and terms["loss_cls_pixel"].requires_grad
+
+
+def test_label_set_loss_is_free_on_the_patch_label_set_and_normal_only_on_normal_patches():
+    big = 30.0
+    lowres = torch.zeros(3, 4, 2, 2)
+    lowres[0, 0, 0] = big  # class-2 patch: top row normal, bottom row class 2: every pixel in {0, 2}
+    lowres[0, 2, 1] = big
+    lowres[1, 3] = big  # class-2 patch whose pixels say class 3: outside the set
+    lowres[2, 0] = big  # a normal patch, all normal
+    labels = torch.tensor([2, 2, 0])
+    per_patch = [label_set_loss(lowres[i : i + 1], labels[i : i + 1], torch.ones(4)).item() for i in range(3)]
+    assert per_patch[0] < 1e-6 and per_patch[2] < 1e-6 and per_patch[1] > 10
+
+
+def test_pseudo_masks_take_the_likelier_of_normal_and_the_label_with_a_floor():
+    lowres = torch.zeros(2, 4, 4, 4)
+    lowres[0, 1, :2] = 2.0  # class-1 patch: the top half says class 1, the rest is undecided
+    lowres[0, 3] = 5.0  # class 3 is likeliest everywhere, but not allowed on a class-1 patch
+    lowres[1, 0] = 4.0  # a class-2 patch seen as all normal: the floor keeps 10% (2 of 16 pixels) as class 2
+    lowres[1, 2, 3, 3] = 3.0
+    lowres[1, 2, 3, 2] = 2.0
+    targets = pseudo_masks(lowres, torch.tensor([1, 2]), floor=0.1)
+    assert set(targets[0].unique().tolist()) == {0, 1} and (targets[0, :2] == 1).all()
+    assert (targets[1] == 2).sum() == 2 and targets[1, 3, 3] == 2 and targets[1, 3, 2] == 2
 
 
 def test_mean_softmax_trial_is_deterministic_and_weighs_classes_by_masks_only(tiny_data, tmp_path):

@@ -74,3 +74,31 @@ def _one_s_arm(frame: pd.DataFrame) -> pd.DataFrame:
     is_s = frame["mode"] == "S"
     variants = sorted(frame.loc[is_s, "variant"].unique(), key=lambda v: (v != "paper", v))
     return frame[~is_s | (frame["variant"] == variants[0])] if variants else frame
+
+
+#: The s (%) at which `share_of_full_masks` asks how close each arm is to full masks, and the share it hopes for.
+SHARE_AT, SHARE_GOAL = 5.0, 0.95
+SHARE_COLUMNS = ["dataset", "budget", "mode", "variant", "s (%)", "share of S at 100%", "seed range", "seeds",
+                 f"reaches {SHARE_GOAL:.0%}"]
+
+
+def share_of_full_masks(runs: pd.DataFrame, at: float = SHARE_AT) -> pd.DataFrame:
+    """At s = `at` %, each arm's test macro F1 as a share of S at 100% (mean over its seeds, same dataset and
+    budget): the share's mean over seeds and its seed range. One row per (dataset, budget, mode, variant) that
+    has runs at `at` and a reference; empty otherwise."""
+    seg = runs[runs["study"] == "segmentation"] if not runs.empty else runs
+    rows = []
+    for (dataset, budget), frame in seg.groupby(["dataset", "budget"]) if not seg.empty else []:
+        frame = _one_s_arm(frame)
+        reference_runs = frame[(frame["mode"] == "S") & (frame["x"] == 100.0)]
+        arms = frame[np.isclose(frame["x"], at)]
+        if reference_runs.empty or arms.empty or "test_macro_f1" not in frame:
+            continue
+        reference = float(reference_runs["test_macro_f1"].mean())
+        for (mode, variant), arm in arms.groupby(["mode", "variant"]):
+            shares = (arm["test_macro_f1"] / reference).to_numpy(float)
+            rows.append({"dataset": dataset, "budget": budget, "mode": mode, "variant": "–" if mode == "S" else variant,
+                         "s (%)": percent(at / 100), "share of S at 100%": f"{shares.mean():.0%}",
+                         "seed range": f"{shares.min():.0%}–{shares.max():.0%}", "seeds": len(shares),
+                         f"reaches {SHARE_GOAL:.0%}": "yes" if shares.mean() >= SHARE_GOAL else "no"})
+    return pd.DataFrame(rows, columns=SHARE_COLUMNS)

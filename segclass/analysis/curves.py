@@ -86,7 +86,9 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
     points only (S+C at s = 100% is S's point, drawn only where it ran). Arms
     at one s are set side by side (`_dodge`) with distinct markers, so none
     hides another, and the spread over seeds is an error bar with caps,
-    visible at a single s too.
+    visible at a single s too. The `equal` figure also draws S under
+    `equal-images` (S given as many images as S+C), the control for S+C's
+    extra images; that budget gets no figure of its own when it holds S only.
     """
     import matplotlib
 
@@ -95,6 +97,10 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
 
     paths = []
     for (dataset, budget), frame in summary.groupby(["dataset", "budget"]):
+        matched = _image_matched_s(summary, dataset, budget)
+        if budget == IMAGE_CONTROL[1] and set(frame["mode"]) == {"S"} and \
+                ((summary["dataset"] == dataset) & (summary["budget"] == IMAGE_CONTROL[0])).any():
+            continue  # drawn in the equal-steps figure, beside the arms it controls
         figure, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 4.2), squeeze=False)
         seeds = int(frame["n"].max()) if len(frame) else 0
         variants = sorted(set(frame["variant"]))
@@ -103,14 +109,18 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
             order = sorted(part_metric.groupby(["mode", "variant"]),  # S, then each mode's paper head first
                            key=lambda item: (MODE_ORDER.get(item[0][0], 99), item[0][1] != "paper", item[0][1]))
             order = [((mode, variant), part) for (mode, variant), part in order if mode != "S" or variant == "paper"]
+            if len(matched):
+                order.insert(1, ((_MATCHED, "paper"), matched[matched["metric"] == metric]))
             for index, ((mode, variant), part) in enumerate(order):
                 part = part.sort_values("x")
-                marker = _arm_marker(mode, variant, variants)
-                color = _arm_colour(mode, variant, variants)
+                if mode == _MATCHED:  # S given S+C's images: S's colour, a marker and line of its own
+                    marker, color, line, label = "+", MODE_STYLE["S"][0], ":", MATCHED_LABEL
+                else:
+                    marker, color = _arm_marker(mode, variant, variants), _arm_colour(mode, variant, variants)
+                    line, label = VARIANT_LINE.get(variant, "-."), arm_label(mode, variant)
                 x, y, s = part["x"].to_numpy(), part["mean"].to_numpy(), part["std"].to_numpy()
                 axis.errorbar(_dodge(x, index, len(order)), y, yerr=s, marker=marker, color=color,
-                              linestyle=VARIANT_LINE.get(variant, "-."), capsize=4, elinewidth=1.2,
-                              label=arm_label(mode, variant))  # ± std over seeds
+                              linestyle=line, capsize=4, elinewidth=1.2, label=label)  # ± std over seeds
             _x_axis(axis, part_metric["x"], x_label)
             axis.set_ylabel(f"test {METRIC_LABEL.get(metric, metric)} (%)")
             axis.set_title(METRIC_LABEL.get(metric, metric))
@@ -122,6 +132,21 @@ def plot_arms(summary: pd.DataFrame, metrics: list[str], x_label: str, stem: Pat
         figure.suptitle(title + (f"\ninit: {inits[dataset]}" if inits and dataset in inits else ""))
         paths += save_figure(figure, stem.with_name(f"{stem.name}_{dataset}_{budget}"))
     return paths
+
+
+#: A budget and its image-matched control for S: the comparison figure of `equal` (equal optimizer steps) also
+#: draws S under `equal-images` (as many training images as S+C), so S+C's gain is read against both.
+IMAGE_CONTROL = ("equal", "equal-images")
+MATCHED_LABEL = "S, images matched (budget equal-images)"
+_MATCHED = "S (images matched)"
+
+
+def _image_matched_s(summary: pd.DataFrame, dataset: str, budget: str) -> pd.DataFrame:
+    """S's rows of `dataset` under the image-matched control of `budget` (empty when it has none)."""
+    if budget != IMAGE_CONTROL[0]:
+        return summary.iloc[:0]
+    return summary[(summary["dataset"] == dataset) & (summary["budget"] == IMAGE_CONTROL[1])
+                   & (summary["mode"] == "S") & (summary["variant"] == "paper")]
 
 
 def normalize(summary: pd.DataFrame, reference_mode: str, reference_x: float) -> pd.DataFrame:

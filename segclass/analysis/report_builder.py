@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from segclass.analysis import confusion, curves, samples, tables
-from segclass.analysis.annotation_budget import annotation_budget
+from segclass.analysis.annotation_budget import SHARE_AT, SHARE_GOAL, annotation_budget, share_of_full_masks
 from segclass.analysis.paper import paper_results, paper_table1
 from segclass.analysis.runs import init_labels, init_text, load_runs, precision_text
 
@@ -72,6 +72,12 @@ def build_tables(runs: pd.DataFrame, options: ReportOptions) -> tuple[list[Path]
                                     "Annotation budget: the smallest s (%) at which each mode's mean test F1 reaches "
                                     "90% or 95% of S at s = 100%, the masks (segmentation patches) that s holds, the "
                                     f"smallest s of each seed (min–max) and how many seeds reach it{init}.")
+    shares = share_of_full_masks(runs)
+    if not shares.empty:
+        files += tables.write_table(shares, out / "share_of_full_masks",
+                                    f"How close to full masks: at s = {SHARE_AT:g}%, each arm's test macro F1 as a "
+                                    "share of S at s = 100% (its mean over seeds, same budget): the mean share and "
+                                    f"its seed range; the goal is {SHARE_GOAL:.0%}{init}.")
     seg_summary.to_csv(out / "segmentation_summary.csv", index=False)
     cls_summary.to_csv(out / "classification_summary.csv", index=False)
     return files + [out / "segmentation_summary.csv", out / "classification_summary.csv"], seg_summary, cls_summary

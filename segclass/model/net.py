@@ -78,6 +78,8 @@ HEAD_BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "paper": lambda config: ClassificationHead(config.num_classes, config.cls_hidden),
     "released-code": lambda config: MaxPoolClassificationHead(),
     "mean-softmax": lambda config: MeanSoftmaxClassificationHead(),
+    "label-set": lambda config: MeanSoftmaxClassificationHead(),  # its pixel term is a loss (training_loop)
+    "pseudo-mask": lambda config: MeanSoftmaxClassificationHead(),
 }
 
 
