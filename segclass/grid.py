@@ -115,8 +115,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "quick": Preset(
         name="quick",
-        description="synthetic data at the equal budget (every trial 12 epochs of the same 12 iterations, so the "
-                    "comparison is about data, not steps): S at s = 5 and 100%, S+C and S+C* at s = 5% with the "
+        description="synthetic data at the equal budget (every trial 12 epochs of the same 12 iterations: equal "
+                    "optimizer steps, though an S+C step trains on twice the images of an S step; --budgets "
+                    "equal-images --modes S adds the image-matched S): S at s = 5 and 100%, S+C and S+C* at s = 5% with the "
                     "paper's head, S+C at s = 5% with the mean-softmax head, 2 seeds (10 trials), validated every "
                     "4th epoch; random init (runs offline); 2 trials at a time on 2 cores (10-23 minutes measured, "
                     "README): give more cores and it runs more at once",

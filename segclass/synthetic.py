@@ -40,6 +40,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -358,14 +359,20 @@ def generate(root: str | Path, config: SyntheticConfig = SyntheticConfig()) -> P
         raise DatasetError(
             f"{root} holds a different synthetic dataset ({marker}); delete the folder or pick another --data-root"
         )
+    return build_atomically(root, lambda staging: _generate_into(staging, config), "synthetic.json",
+                            {"format_version": FORMAT_VERSION, "config": asdict(config)})
+
+
+def build_atomically(root: Path, write: Callable[[Path], dict[str, list[str]]], marker: str,
+                     meta: dict[str, Any]) -> Path:
+    """Run `write` into a staging folder beside `root`, add the marker file (`meta` and the files `write` listed),
+    then move it to `root` in one rename: a killed build never leaves a dataset that looks whole."""
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     make_shareable(staging)
     try:
-        files = _generate_into(staging, config)
-        (staging / "synthetic.json").write_text(
-            json.dumps({"format_version": FORMAT_VERSION, "config": asdict(config), "files": files}, indent=1)
-        )
+        files = write(staging)
+        (staging / marker).write_text(json.dumps({**meta, "files": files}, indent=1))
         if root.exists():  # an empty or partial folder left by hand
             shutil.rmtree(root)
         os.replace(staging, root)
@@ -375,7 +382,12 @@ def generate(root: str | Path, config: SyntheticConfig = SyntheticConfig()) -> P
     return root
 
 
-def _generate_into(root: Path, config: SyntheticConfig) -> dict[str, list[str]]:
+def write_scenes(root: Path, config: Any, render: Callable[[np.ndarray, np.ndarray, Appearance, np.random.Generator],
+                                                            np.ndarray],
+                 class_patch: Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]]) -> dict[str, list[str]]:
+    """The folder layout of the generated sets (module docstring), one patient per slide and `cls_patients`
+    patients for the class patches; `render` paints a label map, `class_patch` draws a class patch's labels.
+    `config` has the fields of `SyntheticConfig` that say how many of each (seed, slides, patches)."""
     master = np.random.default_rng(config.seed)
     (root / "classes.txt").write_text("\n".join(CLASS_NAMES) + "\n")
     files: dict[str, list[str]] = {"seg": [], "val": [], "test": [], "cls": []}
@@ -388,7 +400,7 @@ def _generate_into(root: Path, config: SyntheticConfig) -> dict[str, list[str]]:
             rng = np.random.default_rng(master.integers(2**63))
             appearance = random_appearance(rng)  # one patient per slide
             labels, tissue = slide_labels(config.slide_size, rng)
-            rgb = render_tissue(labels, tissue, appearance, rng)
+            rgb = render(labels, tissue, appearance, rng)
             name = f"slide_{slide_index:02d}"
             write_pyramidal_tiff(root / split / "images" / f"{name}.tiff", _upsample(rgb, 2, Image.BICUBIC), LEVEL0_MPP)
             Image.fromarray(_upsample(labels, 2, Image.NEAREST)).save(root / split / "masks" / f"{name}.png")
@@ -400,11 +412,15 @@ def _generate_into(root: Path, config: SyntheticConfig) -> dict[str, list[str]]:
         for n in range(config.cls_per_class):
             rng = np.random.default_rng(master.integers(2**63))
             patient = int(rng.integers(config.cls_patients))
-            labels, tissue = patch_labels(cls, config.patch_size, rng,
-                                          (config.lesion_radius_low, config.lesion_radius_high), config.min_lesion_share,
-                                          config.lesion_redraws)
-            rgb = render_tissue(labels, tissue, patients[patient], rng)
+            labels, tissue = class_patch(cls, rng)
+            rgb = render(labels, tissue, patients[patient], rng)
             file = f"cls/{name}/patient{patient:03d}_{n:04d}.png"
             Image.fromarray(rgb).save(root / file)
             files["cls"].append(file)
     return files
+
+
+def _generate_into(root: Path, config: SyntheticConfig) -> dict[str, list[str]]:
+    return write_scenes(root, config, render_tissue, lambda cls, rng: patch_labels(
+        cls, config.patch_size, rng, (config.lesion_radius_low, config.lesion_radius_high), config.min_lesion_share,
+        config.lesion_redraws))

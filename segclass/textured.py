@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,10 +37,7 @@ from PIL import Image
 from scipy import ndimage
 
 from segclass.errors import DatasetError
-from segclass.files import make_shareable
-from segclass.slide import write_pyramidal_tiff
-from segclass.synthetic import (CLASS_NAMES, LEVEL0_MPP, Appearance, _beer_lambert, _blob_mask, _upsample,
-                                random_appearance, slide_labels)
+from segclass.synthetic import Appearance, _beer_lambert, _blob_mask, build_atomically, write_scenes
 
 FORMAT_VERSION = 1
 MARKER = "textured.json"
@@ -193,49 +187,8 @@ def generate_textured(root: str | Path, config: TexturedConfig = TexturedConfig(
         raise DatasetError(f"{root} holds a different textured dataset ({marker}); delete the folder or pick another "
                            "location")
     sources = stain_sources()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    make_shareable(staging)
-    try:
-        files = _generate_into(staging, config, sources)
-        (staging / MARKER).write_text(json.dumps({"format_version": FORMAT_VERSION, "config": asdict(config),
-                                                  "files": files}, indent=1))
-        if root.exists():  # an empty or partial folder left by hand
-            shutil.rmtree(root)
-        os.replace(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return root
-
-
-def _generate_into(root: Path, config: TexturedConfig, sources: dict[str, np.ndarray]) -> dict[str, list[str]]:
-    master = np.random.default_rng(config.seed)
-    (root / "classes.txt").write_text("\n".join(CLASS_NAMES) + "\n")
-    files: dict[str, list[str]] = {"seg": [], "val": [], "test": [], "cls": []}
-    slide_index = 0
-    for split, count in (("seg", config.train_slides), ("val", config.val_slides), ("test", config.test_slides)):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for _ in range(count):
-            rng = np.random.default_rng(master.integers(2**63))
-            appearance = random_appearance(rng)  # one patient per slide
-            labels, tissue = slide_labels(config.slide_size, rng)
-            rgb = render_textured(labels, tissue, appearance, sources, rng)
-            name = f"slide_{slide_index:02d}"
-            write_pyramidal_tiff(root / split / "images" / f"{name}.tiff", _upsample(rgb, 2, Image.BICUBIC),
-                                 LEVEL0_MPP)
-            Image.fromarray(_upsample(labels, 2, Image.NEAREST)).save(root / split / "masks" / f"{name}.png")
-            files[split].append(name)
-            slide_index += 1
-    patients = [random_appearance(np.random.default_rng(master.integers(2**63))) for _ in range(config.cls_patients)]
-    for cls, name in enumerate(CLASS_NAMES):
-        (root / "cls" / name).mkdir(parents=True)
-        for n in range(config.cls_per_class):
-            rng = np.random.default_rng(master.integers(2**63))
-            patient = int(rng.integers(config.cls_patients))
-            labels, tissue = patch_foci(cls, config.patch_size, rng, config)
-            file = f"cls/{name}/patient{patient:03d}_{n:04d}.png"
-            Image.fromarray(render_textured(labels, tissue, patients[patient], sources, rng)).save(root / file)
-            files["cls"].append(file)
-    return files
+    return build_atomically(root, lambda staging: write_scenes(
+        staging, config, lambda labels, tissue, appearance, rng: render_textured(labels, tissue, appearance, sources,
+                                                                                 rng),
+        lambda cls, rng: patch_foci(cls, config.patch_size, rng, config)), MARKER,
+        {"format_version": FORMAT_VERSION, "config": asdict(config)})
