@@ -11,6 +11,7 @@ from segclass.grid import GridPoint, expand, get_preset, narrow
 from segclass.schema import KEY_TAG, TrialIdentity
 from segclass.ray_sweep.manifest import check_sweep
 from segclass.ray_sweep.storage import Storage
+from tests.lock_race import drivers_at_once
 
 ROOT = Path(__file__).resolve().parents[1]
 POINT = GridPoint("segmentation", "bach", "S+C", 0.05, 1)
@@ -215,23 +216,7 @@ def test_sweep_storage_follows_results_and_points_to_checkpoints_the_earlier_def
 
 
 def test_driver_lock_is_taken_by_exactly_one_of_drivers_starting_at_once(tmp_path):
-    script = (
-        "import sys, time\n"
-        "from segclass.ray_sweep.storage import Storage\n"
-        "from segclass.ray_sweep.manifest import DriverLock\n"
-        "from segclass.errors import TrackingStoreError\n"
-        "time.sleep(float(sys.argv[2]) - time.time())\n"  # all start at the same moment
-        "try:\n"
-        "    with DriverLock(Storage(sys.argv[1]).child('sweep'), 'sweep'):\n"
-        "        print('took', flush=True); time.sleep(3)\n"
-        "except TrackingStoreError:\n"
-        "    print('refused', flush=True)\n")
-    import time
-
-    start = time.time() + 4
-    drivers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(start)], stdout=subprocess.PIPE,
-                                text=True, cwd=Path(__file__).resolve().parents[1]) for _ in range(6)]
-    outcomes = sorted(d.communicate(timeout=120)[0].strip() for d in drivers)
+    outcomes = sorted(out.strip() for out, _ in drivers_at_once(str(tmp_path), 6))
     assert outcomes == ["refused"] * 5 + ["took"], outcomes
 
 

@@ -6,16 +6,14 @@ the same AWS_* variables a user sets for their own store.
 """
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from segclass.ray_sweep.storage import Storage
+from tests.lock_race import drivers_at_once
 
-ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("boto3")
 MOTO = Path(sys.executable).with_name("moto_server")
 
@@ -53,21 +51,7 @@ def test_an_s3_object_is_created_exclusively_by_the_stores_conditional_write(s3_
 
 
 def test_driver_lock_on_s3_is_taken_by_exactly_one_of_drivers_starting_at_once(s3_endpoint):
-    script = (
-        "import sys, time\n"
-        "from segclass.ray_sweep.storage import Storage\n"
-        "from segclass.ray_sweep.manifest import DriverLock\n"
-        "from segclass.errors import TrackingStoreError\n"
-        "time.sleep(float(sys.argv[2]) - time.time())\n"  # all start at the same moment
-        "try:\n"
-        "    with DriverLock(Storage(sys.argv[1]).child('sweep'), 'sweep'):\n"
-        "        print('took', flush=True); time.sleep(3)\n"
-        "except TrackingStoreError:\n"
-        "    print('refused', flush=True)\n")
-    start = time.time() + 6
-    drivers = [subprocess.Popen([sys.executable, "-c", script, s3_endpoint, str(start)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(4)]
-    outcomes = [d.communicate(timeout=120) for d in drivers]
+    outcomes = drivers_at_once(s3_endpoint, 4, lead_s=6)
     assert sorted(out.strip() for out, _ in outcomes) == ["refused"] * 3 + ["took"], outcomes
     assert not any("no conditional write" in err for _, err in outcomes)  # the store decided, not a read-back
     assert not Storage(s3_endpoint).child("sweep").exists("driver.json")  # released by its owner
