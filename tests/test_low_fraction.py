@@ -47,4 +47,5 @@ def test_the_candidate_is_chosen_on_validation_and_kept_only_if_it_wins_on_test(
     assert "not kept: mean-softmax stays" in low_fraction.verdict("label-set", losing, args)
     assert "no verdict yet" in low_fraction.verdict("label-set", losing[:2], args)
     tables = low_fraction.dataset_tables(datasets[0], args)
-    assert "| S (equal) | 50% | 50% - 50% |" in tables and "| S+C pseudo-mask | 112% |" in tables
+    assert "| S (equal) | 50% (50% - 50%) | 50% (50% - 50%) |" in tables
+    assert "| S+C pseudo-mask | 112% (112% - 112%) |" in tables
