@@ -36,13 +36,8 @@ def _first_reaching(xs: np.ndarray, values: np.ndarray, threshold: float) -> flo
 
 def annotation_budget(runs: pd.DataFrame, targets: tuple[float, ...] = TARGETS) -> pd.DataFrame:
     """One row per (dataset, budget, mode, variant, metric, target); empty without S at 100%."""
-    seg = runs[runs["study"] == "segmentation"] if not runs.empty else runs
     rows = []
-    for (dataset, budget), frame in seg.groupby(["dataset", "budget"]) if not seg.empty else []:
-        frame = _one_s_arm(frame)
-        reference_runs = frame[(frame["mode"] == "S") & (frame["x"] == 100.0)]
-        if reference_runs.empty:
-            continue
+    for dataset, budget, frame, reference_runs in _with_reference(runs):
         for (mode, variant), arm in frame.groupby(["mode", "variant"]):
             for metric, column in METRICS.items():
                 if column not in arm or column not in reference_runs:
@@ -69,6 +64,17 @@ def annotation_budget(runs: pd.DataFrame, targets: tuple[float, ...] = TARGETS) 
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def _with_reference(runs: pd.DataFrame):
+    """(dataset, budget, its segmentation runs with one S arm, its runs of S at s = 100%) for each dataset and
+    budget that has that reference."""
+    seg = runs[runs["study"] == "segmentation"] if not runs.empty else runs
+    for (dataset, budget), frame in seg.groupby(["dataset", "budget"]) if not seg.empty else []:
+        frame = _one_s_arm(frame)
+        reference_runs = frame[(frame["mode"] == "S") & (frame["x"] == 100.0)]
+        if not reference_runs.empty:
+            yield dataset, budget, frame, reference_runs
+
+
 def _one_s_arm(frame: pd.DataFrame) -> pd.DataFrame:
     """S has no classification head: keep its runs of one variant (`paper` when present), not one arm per variant."""
     is_s = frame["mode"] == "S"
@@ -86,13 +92,10 @@ def share_of_full_masks(runs: pd.DataFrame, at: float = SHARE_AT) -> pd.DataFram
     """At s = `at` %, each arm's test macro F1 as a share of S at 100% (mean over its seeds, same dataset and
     budget): the share's mean over seeds and its seed range. One row per (dataset, budget, mode, variant) that
     has runs at `at` and a reference; empty otherwise."""
-    seg = runs[runs["study"] == "segmentation"] if not runs.empty else runs
     rows = []
-    for (dataset, budget), frame in seg.groupby(["dataset", "budget"]) if not seg.empty else []:
-        frame = _one_s_arm(frame)
-        reference_runs = frame[(frame["mode"] == "S") & (frame["x"] == 100.0)]
+    for dataset, budget, frame, reference_runs in _with_reference(runs):
         arms = frame[np.isclose(frame["x"], at)]
-        if reference_runs.empty or arms.empty or "test_macro_f1" not in frame:
+        if arms.empty or "test_macro_f1" not in frame:
             continue
         reference = float(reference_runs["test_macro_f1"].mean())
         for (mode, variant), arm in arms.groupby(["mode", "variant"]):
